@@ -1,0 +1,1 @@
+"""bevis data_quality."""

@@ -1,0 +1,99 @@
+"""One settings object for bevis, read from the environment (prefix ``BEVIS_``) at run time.
+
+Defaults run on one laptop: SQLite files and local folders under ``BEVIS_DATA_DIR``, the
+mailbox simulator on loopback, development keys. Never read settings at DAG parse time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_PSEUDONYM_KEY = "bevis-development-pseudonym-key-not-for-production"
+
+
+class Settings(BaseSettings):
+    """Every knob of bevis. Environment variable = ``BEVIS_`` + field name in upper case."""
+
+    model_config = SettingsConfigDict(env_prefix="BEVIS_", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), description="Root folder for runs, keys and SQLite files.")
+    source_url: str | None = Field(None, description="NVR/orders/population database URL.")
+    ledger_url: str | None = Field(None, description="Issuance ledger database URL.")
+    reporting_url: str | None = Field(None, description="Reporting tables URL (default: ledger).")
+    airflow_home: Path | None = Field(None, description="AIRFLOW_HOME for bevis-managed runs.")
+
+    # --- identity and pseudonyms --------------------------------------------------------
+    pseudonym_key: SecretStr = Field(SecretStr(DEV_PSEUDONYM_KEY),
+                                     description="HMAC key for pseudonymous person ids.")
+
+    # --- issuer and validity ------------------------------------------------------------
+    issuer_country: str = "SE"
+    issuer_name: str = "Swedish eHealth Agency"
+    uvci_issuer: str = Field("EHM", description="Issuer segment of the UVCI.")
+    validity_days: int = Field(365, ge=1, description="exp - iat, capped at the DSC's notAfter.")
+    campaign_start: str = Field("2020-12-27", description="First day of vaccination in the NVR.")
+
+    # --- keys ---------------------------------------------------------------------------
+    key_provider: Literal["file", "pkcs11"] = "file"
+    key_dir: Path | None = Field(None, description="Folder with dsc.pem, dsc.key, csca.pem.")
+    key_passphrase: SecretStr | None = None
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token_label: str = "bevis"
+    pkcs11_pin: SecretStr = SecretStr("1234")
+    pkcs11_key_label: str = "dsc"
+
+    # --- batches and parallelism --------------------------------------------------------
+    batch_size: int = Field(5000, ge=1)
+    max_batches: int = Field(1024, ge=1, description="Airflow's default max_map_length.")
+    workers: int | None = Field(None, description="Processes per worker (default: all cores).")
+
+    # --- data quality -------------------------------------------------------------------
+    quarantine_threshold: float = Field(0.02, ge=0, le=1)
+    nvr_max_age_hours: float = Field(48.0, description="Freshness bound of the NVR snapshot.")
+
+    # --- delivery -----------------------------------------------------------------------
+    mailbox_url: str = "http://127.0.0.1:8787"
+    mailbox_concurrency: int = 32
+    mailbox_timeout_s: float = 10.0
+    mailbox_max_attempts: int = 5
+    service_windows: list[str] = Field(
+        default_factory=list,
+        description="ISO intervals 'start/end' in which mailbox delivery is deferred.",
+    )
+    paper_policy: Literal["paper", "defer"] = "paper"
+
+    # --- reporting ----------------------------------------------------------------------
+    small_count_threshold: int = Field(5, ge=1)
+
+    # --- drills -------------------------------------------------------------------------
+    fault: str | None = Field(None, description="'<step>:<batch sequence>' crashes that step once.")
+
+    # --- derived ------------------------------------------------------------------------
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    def resolved_source_url(self) -> str:
+        return self.source_url or f"sqlite:///{self.resolved_data_dir() / 'nvr.db'}"
+
+    def resolved_ledger_url(self) -> str:
+        return self.ledger_url or f"sqlite:///{self.resolved_data_dir() / 'ledger.db'}"
+
+    def resolved_reporting_url(self) -> str:
+        return self.reporting_url or self.resolved_ledger_url()
+
+    def resolved_key_dir(self) -> Path:
+        return (self.key_dir or self.resolved_data_dir() / "keys").expanduser().resolve()
+
+    def resolved_workers(self) -> int:
+        return self.workers or max(1, len(os.sched_getaffinity(0)))
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Fresh settings from the environment; cheap, so read them where they are used."""
+    return Settings(**overrides)  # type: ignore[arg-type]

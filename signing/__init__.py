@@ -1,0 +1,1 @@
+"""bevis signing."""
