@@ -21,8 +21,10 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,  # locals may hold personal data
 )
-bench = typer.Typer(help="Benchmarks: figures for the closing notes and for capacity planning.",
-                    no_args_is_help=True)
+bench = typer.Typer(
+    help="Benchmarks: figures for the closing notes and for capacity planning.",
+    no_args_is_help=True,
+)
 app.add_typer(bench, name="bench")
 
 # One module per area; each exposes register(app, bench).

@@ -12,8 +12,19 @@ from pathlib import Path
 from jobs.settings import DEV_PSEUDONYM_KEY, Settings, get_settings
 
 REQUIRED = (
-    "apache-airflow", "great-expectations", "pandas", "pyarrow", "sqlalchemy", "alembic",
-    "cryptography", "cbor2", "pycose", "reportlab", "zxing-cpp", "httpx", "structlog",
+    "apache-airflow",
+    "great-expectations",
+    "pandas",
+    "pyarrow",
+    "sqlalchemy",
+    "alembic",
+    "cryptography",
+    "cbor2",
+    "pycose",
+    "reportlab",
+    "zxing-cpp",
+    "httpx",
+    "structlog",
 )
 
 
@@ -26,8 +37,11 @@ class Check:
 
 def _python() -> Check:
     ok = sys.version_info >= (3, 11)
-    return Check("python", "ok" if ok else "fail",
-                 f"Python {sys.version.split()[0]}" + ("" if ok else " — bevis needs 3.11 or newer"))
+    return Check(
+        "python",
+        "ok" if ok else "fail",
+        f"Python {sys.version.split()[0]}" + ("" if ok else " — bevis needs 3.11 or newer"),
+    )
 
 
 def _packages() -> list[Check]:
@@ -54,10 +68,15 @@ def _database(label: str, url: str, expected_table: str) -> Check:
     try:
         names = inspect(engine(url)).get_table_names()
     except Exception as exc:
-        return Check(f"database {label}", "fail", f"cannot connect to {safe_url(url)}: {type(exc).__name__}")
+        return Check(
+            f"database {label}", "fail", f"cannot connect to {safe_url(url)}: {type(exc).__name__}"
+        )
     if expected_table not in names:
-        return Check(f"database {label}", "warn",
-                     f"{safe_url(url)} reachable but not migrated — run 'bevis db migrate'")
+        return Check(
+            f"database {label}",
+            "warn",
+            f"{safe_url(url)} reachable but not migrated — run 'bevis db migrate'",
+        )
     return Check(f"database {label}", "ok", safe_url(url))
 
 
@@ -65,36 +84,55 @@ def _keys(s: Settings) -> Check:
     if s.key_provider == "pkcs11":
         module = Path(s.pkcs11_module)
         if not module.exists():
-            return Check("keys", "fail", f"PKCS#11 module {module} not found (apt-get install softhsm2?)")
+            return Check(
+                "keys", "fail", f"PKCS#11 module {module} not found (apt-get install softhsm2?)"
+            )
         return Check("keys", "ok", f"PKCS#11 token '{s.pkcs11_token_label}' via {module}")
     d = s.resolved_key_dir()
     missing = [n for n in ("dsc.pem", "dsc.key") if not (d / n).exists()]
     if missing:
-        return Check("keys", "warn", f"{', '.join(missing)} missing in {d} — run 'bevis keys init-dev --dir {d}'")
+        return Check(
+            "keys",
+            "warn",
+            f"{', '.join(missing)} missing in {d} — run 'bevis keys init-dev --dir {d}'",
+        )
     mode = (d / "dsc.key").stat().st_mode & 0o777
     if mode & 0o077:
-        return Check("keys", "fail", f"{d / 'dsc.key'} is readable by others (mode {mode:o}); chmod 600 it")
+        return Check(
+            "keys", "fail", f"{d / 'dsc.key'} is readable by others (mode {mode:o}); chmod 600 it"
+        )
     return Check("keys", "ok", str(d))
 
 
 def _airflow(s: Settings) -> Check:
     home = s.airflow_home or Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
     if not Path(home).exists():
-        return Check("airflow home", "warn", f"{home} does not exist yet ('bevis demo' makes its own)")
+        return Check(
+            "airflow home", "warn", f"{home} does not exist yet ('bevis demo' makes its own)"
+        )
     return Check("airflow home", "ok", str(home))
 
 
 def _pseudonym(s: Settings) -> Check:
     if s.pseudonym_key.get_secret_value() == DEV_PSEUDONYM_KEY:
-        return Check("pseudonym key", "warn", "development key in use — set BEVIS_PSEUDONYM_KEY in production")
+        return Check(
+            "pseudonym key",
+            "warn",
+            "development key in use — set BEVIS_PSEUDONYM_KEY in production",
+        )
     return Check("pseudonym key", "ok", "set")
 
 
 def _tools() -> list[Check]:
     out = []
     for tool, why in (("softhsm2-util", "PKCS#11 tests"), ("chromium", "HTML report tests")):
-        out.append(Check(f"tool {tool}", "ok" if shutil.which(tool) else "warn",
-                         shutil.which(tool) or f"not found (needed for {why})"))
+        out.append(
+            Check(
+                f"tool {tool}",
+                "ok" if shutil.which(tool) else "warn",
+                shutil.which(tool) or f"not found (needed for {why})",
+            )
+        )
     return out
 
 

@@ -177,6 +177,13 @@ class QuarantineEntry(LedgerBase):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (
-        Index("uq_quarantine_entry", "run_id", "step", "reason_code", "order_id", "event_id",
-              unique=True),
+        Index(
+            "uq_quarantine_entry",
+            "run_id",
+            "step",
+            "reason_code",
+            "order_id",
+            "event_id",
+            unique=True,
+        ),
     )

@@ -19,7 +19,9 @@ import structlog
 # Swedish personnummer / samordningsnummer: (CC)YYMMDD[-+]NNNN with a plausible month and a
 # day 01-31 or 61-91 (samordningsnummer); 10 or 12 digits, with or without separator.
 _DAY = r"(?:0[1-9]|[12]\d|3[01]|6[1-9]|[78]\d|9[01])"
-IDENTITY_NUMBER = re.compile(rf"(?<!\d)(?:(?:18|19|20)\d{{2}}|\d{{2}})(?:0[1-9]|1[0-2]){_DAY}[-+ ]?\d{{4}}(?!\d)")
+IDENTITY_NUMBER = re.compile(
+    rf"(?<!\d)(?:(?:18|19|20)\d{{2}}|\d{{2}})(?:0[1-9]|1[0-2]){_DAY}[-+ ]?\d{{4}}(?!\d)"
+)
 MASK = "[IDNR]"
 
 
@@ -34,7 +36,11 @@ def _mask(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _mask(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set):
-        return type(value)(_mask(v) for v in value) if not isinstance(value, set) else {_mask(v) for v in value}
+        return (
+            type(value)(_mask(v) for v in value)
+            if not isinstance(value, set)
+            else {_mask(v) for v in value}
+        )
     if isinstance(value, BaseException):
         return mask_identity_numbers(f"{type(value).__name__}: {value}")
     if isinstance(value, int | float | bool) or value is None:

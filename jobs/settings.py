@@ -29,8 +29,9 @@ class Settings(BaseSettings):
     airflow_home: Path | None = Field(None, description="AIRFLOW_HOME for bevis-managed runs.")
 
     # --- identity and pseudonyms --------------------------------------------------------
-    pseudonym_key: SecretStr = Field(SecretStr(DEV_PSEUDONYM_KEY),
-                                     description="HMAC key for pseudonymous person ids.")
+    pseudonym_key: SecretStr = Field(
+        SecretStr(DEV_PSEUDONYM_KEY), description="HMAC key for pseudonymous person ids."
+    )
 
     # --- issuer and validity ------------------------------------------------------------
     issuer_country: str = "SE"

@@ -6,6 +6,7 @@ except in CI (``BEVIS_REQUIRE_SERVICES=1``, set by .ci/run), where they fail ins
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DCC = SHARED / "dcc"
-PG_ADMIN_URL = os.environ.get("BEVIS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "BEVIS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("BEVIS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -74,10 +77,8 @@ def pg_url(pg_server_url: str) -> Iterator[str]:
     finally:
         from jobs.db import engine
 
-        try:
+        with contextlib.suppress(Exception):
             engine(url).dispose()
-        except Exception:
-            pass
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()

@@ -33,7 +33,9 @@ def test_db_migrate_then_doctor_sees_tables(bevis_env) -> None:
 
 
 def test_help_is_fast_and_imports_nothing_heavy() -> None:
-    code = ("import sys, jobs.cli; heavy = [m for m in ('pandas', 'great_expectations', "
-            "'airflow', 'reportlab') if m in sys.modules]; print(heavy)")
+    code = (
+        "import sys, jobs.cli; heavy = [m for m in ('pandas', 'great_expectations', "
+        "'airflow', 'reportlab') if m in sys.modules]; print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -37,8 +37,12 @@ def test_epoch_seconds_and_uvci_are_not_masked() -> None:
 def test_structlog_lines_are_masked(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("INFO", json=True)
     log = get_logger("test")
-    log.info("claimed order for 19811218-9876", person="198112189876",
-             nested={"ids": ["8112189876"]}, count=198112189876)
+    log.info(
+        "claimed order for 19811218-9876",
+        person="198112189876",
+        nested={"ids": ["8112189876"]},
+        count=198112189876,
+    )
     try:
         raise ValueError("bad record 811218-9876")
     except ValueError:

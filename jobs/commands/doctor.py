@@ -7,7 +7,9 @@ import typer
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     @app.command()
-    def doctor(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    def doctor(
+        json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
         """Check Python, packages, databases, keys and Airflow home; exit 1 when something
         needed is missing."""
         import json

@@ -18,8 +18,11 @@ def run() -> None:
 
 
 def _run(connection) -> None:
-    context.configure(connection=connection, version_table=VERSION_TABLE,
-                      render_as_batch=connection.dialect.name == "sqlite")
+    context.configure(
+        connection=connection,
+        version_table=VERSION_TABLE,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
     with context.begin_transaction():
         context.run_migrations()
 
