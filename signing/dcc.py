@@ -1,0 +1,139 @@
+"""The DCC JSON schema (every published version) and the EU value sets, vendored in
+``signing/data`` (sources in the SOURCE.txt files there).
+
+A payload is validated against the schema version its own ``ver`` names, with a format
+checker, and its codes against the value sets. For issuance only *active* codes count;
+for verifying certificates issued by others, membership alone.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+CURRENT_VERSION = "1.3.3"
+
+# Which value set each coded field draws from, per entry type.
+VALUE_SET_FIELDS: dict[str, dict[str, str]] = {
+    "v": {
+        "tg": "disease-agent-targeted",
+        "vp": "vaccine-prophylaxis",
+        "mp": "vaccine-medicinal-product",
+        "ma": "vaccine-mah-manf",
+        "co": "country-2-codes",
+    },
+    "t": {
+        "tg": "disease-agent-targeted",
+        "tt": "test-type",
+        "ma": "test-manf-example",
+        "tr": "test-result",
+        "co": "country-2-codes",
+    },
+    "r": {"tg": "disease-agent-targeted", "co": "country-2-codes"},
+}
+
+
+def _data(*parts: str) -> Any:
+    return json.loads(resources.files("signing").joinpath("data", *parts).read_text("utf-8"))
+
+
+@cache
+def schema_versions() -> tuple[str, ...]:
+    names = resources.files("signing").joinpath("data", "schema").iterdir()
+    versions = [p.name.removesuffix(".json") for p in names if p.name.endswith(".json")]
+    return tuple(sorted(versions, key=lambda v: tuple(int(x) for x in v.split("."))))
+
+
+def schema_version_for(ver: str) -> str | None:
+    """The vendored schema that governs a payload claiming ``ver``: the exact version, or
+    the newest published patch of the same major.minor line (1.3.x payloads are valid
+    against their line's schema)."""
+    if ver in schema_versions():
+        return ver
+    try:
+        major, minor, _patch = (int(x) for x in ver.split("."))
+    except ValueError:
+        return None
+    same_line = [v for v in schema_versions() if v.split(".")[:2] == [str(major), str(minor)]]
+    return same_line[-1] if same_line else None
+
+
+@cache
+def _validator(version: str):
+    import jsonschema
+
+    schema = _data("schema", f"{version}.json")
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def schema_errors(payload: Any) -> list[str]:
+    """Schema violations of a payload, by the schema version its ``ver`` names."""
+    if not isinstance(payload, dict):
+        return [f"payload is {type(payload).__name__}, not an object"]
+    ver = payload.get("ver")
+    if not isinstance(ver, str):
+        return ["missing or non-string 'ver'"]
+    version = schema_version_for(ver)
+    if version is None:
+        return [f"unknown schema version {ver!r}"]
+    errors = []
+    for err in sorted(_validator(version).iter_errors(payload), key=lambda e: list(e.path)):
+        where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+        errors.append(f"{where}: {err.message[:200]}")
+    return errors
+
+
+@cache
+def valueset(name: str) -> dict[str, dict[str, Any]]:
+    """The values of one value set: code → {display, active, ...}."""
+    return _data("valuesets", f"{name}.json")["valueSetValues"]
+
+
+@cache
+def active_codes(name: str) -> frozenset[str]:
+    return frozenset(code for code, v in valueset(name).items() if v.get("active", True))
+
+
+def display(name: str, code: str) -> str:
+    """The display name of a code (the code itself when unknown)."""
+    return str(valueset(name).get(code, {}).get("display", code))
+
+
+@cache
+def encoding_instructions() -> dict[str, dict[str, Any]]:
+    return _data("valuesets", "vaccine-encoding-instructions.json")["valueSetValues"]
+
+
+def value_set_errors(payload: Any, active_only: bool = True) -> list[str]:
+    """Codes of the payload that are not in their value set (or not active there)."""
+    if not isinstance(payload, dict):
+        return []
+    errors = []
+    for kind, fields in VALUE_SET_FIELDS.items():
+        entries = payload.get(kind)
+        if not isinstance(entries, list):
+            continue
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                continue
+            for field, vs in fields.items():
+                if field not in entry:
+                    continue
+                code = entry[field]
+                values = valueset(vs)
+                if not isinstance(code, str) or code not in values:
+                    # test-manf-example is an example list: unknown test manufacturers are
+                    # allowed by the spec, so only vet codes of the closed sets.
+                    if vs != "test-manf-example":
+                        errors.append(f"{kind}/{i}/{field}: {code!r} not in value set {vs}")
+                elif active_only and not values[code].get("active", True):
+                    errors.append(f"{kind}/{i}/{field}: {code!r} is not active in {vs}")
+    return errors
+
+
+def payload_errors(payload: Any, active_only: bool = True) -> list[str]:
+    """Everything that forbids signing (or accepting) a payload: schema, then value sets."""
+    return schema_errors(payload) + value_set_errors(payload, active_only=active_only)
