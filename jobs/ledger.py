@@ -101,6 +101,12 @@ class Batch(LedgerBase):
     rendered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     step_seconds: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Who is working on the batch right now (cleared when the step ends, however it ends).
+    # A row still holding a step whose process is gone was killed mid-step (SIGKILL, OOM).
+    running_step: Mapped[str | None] = mapped_column(String(16))
+    running_host: Mapped[str | None] = mapped_column(String(128))
+    running_pid: Mapped[int | None] = mapped_column(Integer)
+    running_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     run: Mapped[Run] = relationship(back_populates="batches")
 

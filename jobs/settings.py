@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     max_batches: int = Field(1024, ge=1, description="Airflow's default max_map_length.")
     workers: int | None = Field(None, description="Processes per worker (default: all cores).")
 
+    # --- Airflow REST API (reruns through the scheduler) -------------------------------
+    airflow_api_url: str = Field("http://127.0.0.1:8080", description="Airflow 3 API server.")
+    airflow_username: str | None = Field(None, description="User for POST /auth/token (JWT).")
+    airflow_password: SecretStr | None = None
+    airflow_dag_id: str = Field("bevis_issuance", description="The issuance DAG's id.")
+
     # --- data quality -------------------------------------------------------------------
     quarantine_threshold: float = Field(0.02, ge=0, le=1)
     nvr_max_age_hours: float = Field(48.0, description="Freshness bound of the NVR snapshot.")
