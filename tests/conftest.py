@@ -14,6 +14,13 @@ from pathlib import Path
 
 import pytest
 
+# Airflow reads its configuration on import: give the test session a private home first.
+if "AIRFLOW_HOME" not in os.environ:
+    import tempfile
+
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="bevis-airflow-home-")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DCC = SHARED / "dcc"

@@ -1,0 +1,252 @@
+"""The issuance flow as plain functions: what each DAG task (and the CLI) calls.
+
+Every function takes and returns ids (run id, batch ids) and small dicts of counts, never
+data; the data rests in the run folder and the ledger. Each is idempotent, so that Airflow
+may retry it and operations may rerun it. Step durations are recorded in the ledger.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from jobs.log import get_logger
+from jobs.settings import Settings, get_settings
+
+log = get_logger(__name__)
+
+# Steps whose quarantined orders count as "refused" (the DCC could not be made or signed),
+# as opposed to "quarantined" (the register's data failed the data-quality suite).
+REFUSING_STEPS = ("map", "dcc_payload", "sign", "signed_batch")
+
+
+def airflow_run_id(dag_run_id: str) -> str:
+    """A bevis run id derived deterministically from an Airflow dag_run id, safe in paths:
+    a retried ``begin`` task finds the same run."""
+    import hashlib
+
+    digest = hashlib.sha256(dag_run_id.encode()).hexdigest()[:8]
+    stem = re.sub(r"[^0-9A-Za-z]+", "", dag_run_id.split("__")[-1])[:15]
+    return f"af{stem}-{digest}"
+
+
+@contextmanager
+def _timed(run_id: str, step: str) -> Iterator[None]:
+    from jobs.runs import record_step_time
+
+    t0 = time.perf_counter()
+    yield
+    record_step_time(run_id, step, time.perf_counter() - t0)
+
+
+def begin(
+    run_id: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """Migrate the databases and open the run in the ledger (idempotent)."""
+    from jobs.db import migrate_all
+    from jobs.runs import new_run_id, start_run
+
+    s = settings or get_settings()
+    migrate_all(s)
+    run_id = run_id or new_run_id()
+    start_run(run_id, parameters=parameters or {})
+    log.info("run started", run_id=run_id)
+    return run_id
+
+
+def extract(run_id: str, limit: int | None = None, settings: Settings | None = None) -> dict:
+    from jobs.extract import extract as do_extract
+
+    with _timed(run_id, "extract"):
+        result = do_extract(run_id, settings=settings, limit=limit)
+    return {"run_id": run_id, "orders": result.orders, "rows": result.rows}
+
+
+def validate(
+    run_id: str, suite: str, batch_id: str | None = None, settings: Settings | None = None
+) -> dict:
+    from jobs.validate import validate as do_validate
+
+    with _timed(run_id, f"validate_{suite}"):
+        result = do_validate(run_id, suite, settings=settings, batch_id=batch_id)
+    return _small(result)
+
+
+def map_payloads(run_id: str, settings: Settings | None = None) -> dict:
+    from jobs.mapping import map_run
+
+    with _timed(run_id, "map"):
+        result = map_run(run_id, settings=settings)
+    return _small(result)
+
+
+def plan(run_id: str, settings: Settings | None = None) -> list[str]:
+    from jobs.batches import plan as do_plan
+
+    with _timed(run_id, "plan"):
+        return do_plan(run_id, settings=settings)
+
+
+def batch_step(batch_id: str, step: str, settings: Settings | None = None) -> str:
+    """Run one step (sign, render, deliver) of one batch; returns the batch id."""
+    from jobs.batches import run_step
+
+    run_step(batch_id, step, settings=settings)
+    if step == "sign":
+        run_id = batch_id.rsplit("-b", 1)[0]
+        validate(run_id, "signed_batch", batch_id=batch_id, settings=settings)
+    return batch_id
+
+
+def finish(run_id: str, dry_run: bool = False, settings: Settings | None = None) -> dict:
+    """Close the run: mark orders fulfilled (or release them on a dry run), decide the run's
+    state from the ledger, refresh the reporting tables, and return the summary."""
+    from jobs import orders
+    from jobs.ledger import BatchState, RunState
+    from jobs.runs import finish_run
+
+    s = settings or get_settings()
+    summary = run_summary(run_id, s)
+    if dry_run:
+        orders.release(run_id)
+    elif summary["issued_order_ids"]:
+        orders.fulfil(run_id, summary["issued_order_ids"])
+    failed = [b for b, st in summary["batch_states"].items() if st == BatchState.FAILED.value]
+    unfinished = [
+        b
+        for b, st in summary["batch_states"].items()
+        if st not in (BatchState.DELIVERED.value, BatchState.FAILED.value)
+    ]
+    if failed or unfinished:
+        error = f"batches not delivered: {len(failed)} failed, {len(unfinished)} unfinished"
+        finish_run(run_id, RunState.FAILED, error=error)
+    else:
+        finish_run(run_id, RunState.SUCCEEDED)
+    try:
+        from jobs.reporting import refresh
+
+        refresh(settings=s)
+    except ModuleNotFoundError:  # reporting not installed in this deployment
+        pass
+    summary = run_summary(run_id, s)
+    summary.pop("issued_order_ids")
+    return summary
+
+
+def record_failure(run_id: str, error: str, settings: Settings | None = None) -> None:
+    """A task failed for good: write it on the run in the ledger (no personal data)."""
+    from jobs.ledger import RunState
+    from jobs.log import mask_identity_numbers
+    from jobs.runs import finish_run
+
+    finish_run(run_id, RunState.FAILED, error=mask_identity_numbers(error)[:2000])
+
+
+def run_summary(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Counts of a run, from the ledger and the run's extract metadata (never from XCom)."""
+    import json
+
+    from sqlalchemy import func, select
+
+    from jobs.db import engine
+    from jobs.ledger import Batch, Certificate, QuarantineEntry, Run
+    from jobs.storage import RunPaths
+
+    s = settings or get_settings()
+    paths = RunPaths.of(run_id, s)
+    meta = json.loads(paths.extract_meta.read_text()) if paths.extract_meta.exists() else {}
+    with engine(s.resolved_ledger_url()).connect() as conn:
+        run = conn.execute(select(Run).where(Run.id == run_id)).first()
+        q_rows = conn.execute(
+            select(
+                QuarantineEntry.step, QuarantineEntry.reason_code, QuarantineEntry.order_id
+            ).where(QuarantineEntry.run_id == run_id)
+        ).all()
+        issued_ids = list(
+            conn.execute(select(Certificate.order_id).where(Certificate.run_id == run_id)).scalars()
+        )
+        outcomes = dict(
+            conn.execute(
+                select(Certificate.outcome, func.count())
+                .where(Certificate.run_id == run_id)
+                .group_by(Certificate.outcome)
+            ).all()
+        )
+        deferred_reasons = dict(
+            conn.execute(
+                select(Certificate.outcome_reason, func.count())
+                .where(Certificate.run_id == run_id, Certificate.outcome == "DEFERRED")
+                .group_by(Certificate.outcome_reason)
+            ).all()
+        )
+        batch_states = dict(
+            conn.execute(select(Batch.id, Batch.state).where(Batch.run_id == run_id)).all()
+        )
+
+    issued = set(issued_ids)
+    quarantined: dict[str, set[str]] = {}
+    refused: dict[str, set[str]] = {}
+    for step, reason, order_id in q_rows:
+        if order_id in issued:
+            continue
+        target = refused if step in REFUSING_STEPS else quarantined
+        target.setdefault(reason, set()).add(order_id)
+    q_orders = set().union(*quarantined.values()) if quarantined else set()
+    r_orders = (set().union(*refused.values()) if refused else set()) - q_orders
+    started = run.started_at if run else None
+    finished = run.finished_at if run else None
+    duration = (finished - started).total_seconds() if started and finished else None
+    outcome = {str(getattr(k, "value", k)): v for k, v in outcomes.items()}
+    return {
+        "run_id": run_id,
+        "state": str(getattr(run.state, "value", run.state)) if run else None,
+        "orders": meta.get("orders_claimed", meta.get("orders")),
+        "extracted": meta.get("orders"),
+        "extracted_rows": meta.get("rows"),
+        "quarantined": len(q_orders),
+        "quarantined_by_reason": {k: len(v) for k, v in sorted(quarantined.items())},
+        "refused": len(r_orders),
+        "refused_by_reason": {k: len(v) for k, v in sorted(refused.items())},
+        "issued": len(issued),
+        "delivered_digitally": outcome.get("DIGITAL", 0),
+        "queued_for_paper": outcome.get("PAPER", 0),
+        "deferred": outcome.get("DEFERRED", 0),
+        "deferred_by_reason": {str(k): v for k, v in deferred_reasons.items()},
+        "undelivered": outcome.get("None", 0),
+        "duration_s": duration,
+        "certificates_per_s": (len(issued) / duration) if duration else None,
+        "step_seconds": dict(run.step_seconds or {}) if run else {},
+        "batch_states": {k: str(getattr(v, "value", v)) for k, v in batch_states.items()},
+        "issued_order_ids": issued_ids,
+    }
+
+
+def _small(result: Any) -> dict:
+    """A result object as a small JSON-able dict (for XCom and logs)."""
+    if isinstance(result, dict):
+        return result
+    if hasattr(result, "__dataclass_fields__"):
+        import dataclasses
+
+        out = {}
+        for f in dataclasses.fields(result):
+            v = getattr(result, f.name)
+            out[f.name] = str(v) if not isinstance(v, int | float | str | bool | type(None)) else v
+        return out
+    return {"result": str(result)}
+
+
+STEPS: dict[str, Callable[..., Any]] = {
+    "begin": begin,
+    "extract": extract,
+    "validate": validate,
+    "map": map_payloads,
+    "plan": plan,
+    "batch_step": batch_step,
+    "finish": finish,
+}
