@@ -35,7 +35,7 @@ from sqlalchemy import select, update
 from jobs import faults
 from jobs.ledger import Batch, BatchState, Certificate
 from jobs.log import get_logger, mask_identity_numbers
-from jobs.runs import ledger, record_step_time, start_run, update_counts
+from jobs.runs import ensure_run, ledger, record_step_time, update_counts
 from jobs.settings import Settings, get_settings
 from jobs.storage import RunPaths, write_parquet_atomic
 
@@ -138,7 +138,7 @@ def plan(run_id: str, settings: Settings | None = None) -> list[str]:
     table = _read_payloads(paths.payloads, run_id).cast(PAYLOADS)
     size = batch_size_for(table.num_rows, s)
     count = math.ceil(table.num_rows / size)
-    start_run(run_id, settings=s)  # the run row must exist (foreign key); no-op if it does
+    ensure_run(run_id, s)  # the run row must exist (foreign key)
     rows = []
     for seq in range(count):
         part = table.slice(seq * size, size)

@@ -87,6 +87,19 @@ def start_run(
     return run_id
 
 
+def ensure_run(run_id: str, settings: Settings | None = None) -> None:
+    """Create the run row if it is missing (as RUNNING); leave an existing run alone."""
+    with ledger(settings).connect() as conn:
+        known = conn.execute(select(Run.id).where(Run.id == run_id)).first()
+    if known is None:
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            start_run(run_id, settings=settings)
+        except IntegrityError:  # created concurrently
+            pass
+
+
 def _lock_run(conn, run_id: str) -> None:
     """Take the write lock on the run row before a read-modify-write of its JSON columns.
     A no-op UPDATE does it on both dialects (row lock on PostgreSQL, the database write lock
