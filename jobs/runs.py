@@ -8,6 +8,7 @@ started in the same second never collide). Every function is idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from datetime import UTC, datetime
@@ -94,10 +95,8 @@ def ensure_run(run_id: str, settings: Settings | None = None) -> None:
     if known is None:
         from sqlalchemy.exc import IntegrityError
 
-        try:
+        with contextlib.suppress(IntegrityError):  # created concurrently
             start_run(run_id, settings=settings)
-        except IntegrityError:  # created concurrently
-            pass
 
 
 def _lock_run(conn, run_id: str) -> None:
