@@ -1,0 +1,85 @@
+"""The QR code of a certificate: a module matrix from an HC1 string.
+
+The DCC specification asks for error correction level Q and the alphanumeric mode (the
+Base45 alphabet of HC1 is exactly QR's alphanumeric set, which packs 5.5 bits per
+character instead of 8). zxing-cpp's encoder picks the mode from the content, so we only
+admit content from that alphabet and check the symbol size it chose.
+
+The matrix is drawn by the PDF layout as vector rectangles (one per horizontal run of dark
+modules), which is smaller and faster than an embedded image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ALPHANUMERIC = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
+
+# Alphanumeric-mode capacity (characters) at error correction level Q, versions 1..40
+# (ISO/IEC 18004 table 7). Used to state which version the encoder must have chosen.
+ALNUM_CAPACITY_Q = (
+    16, 29, 47, 67, 87, 108, 125, 157, 189, 221, 259, 296, 352, 376, 426, 470, 531, 574,
+    644, 702, 742, 823, 890, 963, 1041, 1094, 1172, 1263, 1322, 1429, 1499, 1618, 1700,
+    1787, 1867, 1966, 2071, 2181, 2298, 2420,
+)  # fmt: skip
+
+
+class QrContentError(ValueError):
+    """The content cannot be encoded as an alphanumeric QR code at level Q."""
+
+
+@dataclass(frozen=True)
+class QrMatrix:
+    """Dark modules of a QR symbol, without quiet zone. ``modules[y, x]`` is True for dark;
+    row 0 is the top row."""
+
+    modules: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.modules.shape[0])
+
+    @property
+    def version(self) -> int:
+        return (self.size - 17) // 4
+
+    def runs(self) -> list[tuple[int, int, int]]:
+        """Horizontal runs of dark modules as (row, first column, length): one rectangle
+        per run keeps the vector drawing to a few hundred operators."""
+        padded = np.zeros((self.size, self.size + 2), dtype=np.int8)
+        padded[:, 1:-1] = self.modules
+        edges = np.diff(padded, axis=1)
+        rows, starts = np.nonzero(edges == 1)
+        _, ends = np.nonzero(edges == -1)  # row-major order pairs each start with its end
+        return list(zip(rows.tolist(), starts.tolist(), (ends - starts).tolist(), strict=True))
+
+
+def min_version_alphanumeric_q(chars: int) -> int:
+    """The smallest QR version that holds ``chars`` alphanumeric characters at level Q."""
+    for version, cap in enumerate(ALNUM_CAPACITY_Q, start=1):
+        if chars <= cap:
+            return version
+    raise QrContentError(f"{chars} characters exceed QR version 40 at level Q")
+
+
+def qr_matrix(hc1: str) -> QrMatrix:
+    """The QR module matrix of an HC1 string (error correction Q, alphanumeric mode)."""
+    import zxingcpp
+
+    bad = set(hc1) - ALPHANUMERIC
+    if bad:
+        raise QrContentError(f"content has {len(bad)} character(s) outside the QR alphanumeric set")
+    min_version_alphanumeric_q(len(hc1))  # raises when too long
+    barcode = zxingcpp.create_barcode(hc1, zxingcpp.BarcodeFormat.QRCode, ec_level="Q")
+    image = np.asarray(barcode.to_image(scale=1, add_quiet_zones=False))
+    return QrMatrix(modules=image < 128)
+
+
+def decode_qr(image) -> list[str]:
+    """Decode every QR code in a PIL image with an independent decoder (ZBar), for tests and
+    checks of rendered pages."""
+    from pyzbar.pyzbar import ZBarSymbol, decode
+
+    return [r.data.decode("ascii") for r in decode(image, symbols=[ZBarSymbol.QRCODE])]

@@ -1,0 +1,201 @@
+"""PDF rendering: the QR code read back by an independent decoder (ZBar) from the rendered
+page, Unicode names, neutral metadata, private files, idempotent reruns."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DCC
+
+VECTORS = sorted(DCC.glob("testdata/*/2DCode/raw/*.json"))
+
+
+def _vaccination_vectors(limit: int) -> list[dict]:
+    out = []
+    for path in VECTORS:
+        d = json.loads(path.read_text())
+        j, hc1 = d.get("JSON"), d.get("PREFIX")
+        if isinstance(j, dict) and j.get("v") and isinstance(hc1, str) and hc1.startswith("HC1:"):
+            out.append(d)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _page_image(pdf: bytes, scale: float = 2.0):
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument(pdf)
+    try:
+        return doc[0].render(scale=scale).to_pil().convert("L")
+    finally:
+        doc.close()
+
+
+def _page_text(pdf: bytes) -> str:
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument(pdf)
+    try:
+        return doc[0].get_textpage().get_text_range()
+    finally:
+        doc.close()
+
+
+def test_qr_decoded_from_rendered_page_equals_hc1() -> None:
+    from jobs.pdf import certificate_pdf, view_of
+    from signing.qr import decode_qr
+
+    for vector in _vaccination_vectors(3):
+        pdf = certificate_pdf(view_of(vector["JSON"], vector["PREFIX"], 1767225600))
+        assert decode_qr(_page_image(pdf)) == [vector["PREFIX"]]
+
+
+def test_page_shows_unicode_names_and_display_names() -> None:
+    from jobs.pdf import certificate_pdf, view_of
+    from signing.dcc import display
+
+    vector = _vaccination_vectors(1)[0]
+    payload = json.loads(json.dumps(vector["JSON"]))
+    payload["nam"].update(fn="Nguyễn", gn="Łukasz Øyvind")
+    pdf = certificate_pdf(view_of(payload, vector["PREFIX"], 1767225600))
+    text = _page_text(pdf)
+    v = payload["v"][0]
+    for expected in (
+        "Nguyễn, Łukasz Øyvind",
+        display("vaccine-medicinal-product", v["mp"]),
+        display("vaccine-mah-manf", v["ma"]),
+        display("disease-agent-targeted", v["tg"]),
+        f"{v['dn']} av {v['sd']} / {v['dn']} of {v['sd']}",
+        v["ci"],
+        "Födelsedatum / Date of birth",
+        "2026-01-01",
+    ):
+        assert expected in text, expected
+    assert b"/FontFile2" in pdf  # the TTF is embedded
+
+
+def test_metadata_is_neutral() -> None:
+    import pypdfium2 as pdfium
+
+    from jobs.pdf import certificate_pdf, view_of
+
+    vector = _vaccination_vectors(1)[0]
+    payload = vector["JSON"]
+    pdf = certificate_pdf(view_of(payload, vector["PREFIX"], 1767225600))
+    meta = pdfium.PdfDocument(pdf).get_metadata_dict()
+    blob = json.dumps(meta)
+    for personal in (payload["nam"]["fn"], payload["nam"].get("gn", "-"), payload["dob"]):
+        assert personal not in blob
+    assert meta["Title"] == "EU Digital COVID Certificate"
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+
+
+def test_bad_payload_named_by_uvci() -> None:
+    from jobs.pdf import RenderError, view_of
+
+    vector = _vaccination_vectors(1)[0]
+    payload = json.loads(json.dumps(vector["JSON"]))
+    del payload["v"][0]["mp"]
+    with pytest.raises(RenderError, match=re.escape(payload["v"][0]["ci"])):
+        view_of(payload, vector["PREFIX"])
+
+
+def test_render_file_private_files_hash_names_idempotent(bevis_env: Path, tmp_path: Path) -> None:
+    from jobs.render import pdf_name, render_file
+
+    vectors = _vaccination_vectors(4)
+    certs = tmp_path / "certs.jsonl"
+    lines = []
+    for i, vec in enumerate(vectors):
+        rec = {
+            "ci": vec["JSON"]["v"][0]["ci"],
+            "kid": "AAAAAAAAAAA=",
+            "iat": 1,
+            "exp": 2,
+            "hc1": vec["PREFIX"],
+        }
+        if i % 2:  # half with the payload column, half decoded from the HC1
+            rec["payload"] = vec["JSON"]
+        lines.append(json.dumps(rec))
+    certs.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "pdfs"
+    result = render_file(certs, out, workers=1)
+    assert result == {"rendered": len(vectors), "skipped": 0, "failed": []}
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == sorted(pdf_name(v["JSON"]["v"][0]["ci"]) for v in vectors)
+    for f in files:
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+        for v in vectors:
+            assert v["JSON"]["nam"]["fn"] not in f.name
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
+
+    # a file damaged by a crash is rendered again; complete ones are kept
+    files[0].write_bytes(b"%PDF-1.4 trunc")
+    again = render_file(certs, out, workers=1)
+    assert again == {"rendered": 1, "skipped": len(vectors) - 1, "failed": []}
+
+
+def test_payload_from_hc1_matches_vector() -> None:
+    from jobs.render import payload_from_hc1
+
+    for vector in _vaccination_vectors(3):
+        assert payload_from_hc1(vector["PREFIX"]) == vector["JSON"]
+    with pytest.raises(ValueError, match="prefix"):
+        payload_from_hc1("XX1:abc")
+
+
+def test_render_batch_reads_run_files_on_a_process_pool(bevis_env: Path) -> None:
+    import pyarrow as pa
+
+    from jobs.render import pdf_name, render_batch
+    from jobs.storage import RunPaths, write_parquet_atomic
+    from transforms.schemas import PAYLOADS, SIGNED
+
+    vectors = _vaccination_vectors(3)
+    batch_id = "r1-b0001"
+    paths = RunPaths.of("r1")
+    signed, payloads = [], []
+    for i in range(70):  # enough for the pool path
+        vec = vectors[i % len(vectors)]
+        uvci = f"URN:UVCI:01:SE:EHM/TEST{i:04d}"
+        payload = json.loads(json.dumps(vec["JSON"]))
+        payload["v"][0]["ci"] = uvci
+        signed.append(
+            {
+                "order_id": f"o{i}",
+                "uvci": uvci,
+                "kid": "x",
+                "iat": 1,
+                "exp": 1767225600,
+                "hc1": vec["PREFIX"],
+            }
+        )
+        payloads.append(
+            {
+                "order_id": f"o{i}",
+                "pid": f"p{i}",
+                "uvci": uvci,
+                "cert_type": "v",
+                "payload_json": json.dumps(payload),
+            }
+        )
+    write_parquet_atomic(pa.Table.from_pylist(signed, schema=SIGNED), paths.signed(batch_id))
+    write_parquet_atomic(
+        pa.Table.from_pylist(payloads, schema=PAYLOADS), paths.batch_payloads(batch_id)
+    )
+
+    from jobs.settings import get_settings
+
+    result = render_batch(batch_id, get_settings(workers=2))
+    assert (result["rendered"], result["skipped"], result["failed"]) == (70, 0, [])
+    pdf = (paths.pdf_dir(batch_id) / pdf_name(signed[5]["uvci"])).read_bytes()
+    assert signed[5]["uvci"] in _page_text(pdf)  # the payload column wins over the HC1
+    again = render_batch(batch_id)
+    assert (again["rendered"], again["skipped"]) == (0, 70)

@@ -1,0 +1,65 @@
+"""The QR matrix: level Q, alphanumeric mode (the smallest alphanumeric version), and the
+run decomposition drawn as vectors covers exactly the dark modules."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import DCC
+
+
+def _hc1s(limit: int = 12) -> list[str]:
+    out = []
+    for path in sorted(DCC.glob("testdata/*/2DCode/raw/*.json")):
+        hc1 = json.loads(path.read_text()).get("PREFIX")
+        if (
+            isinstance(hc1, str)
+            and hc1.startswith("HC1:")
+            and set(hc1) <= set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
+        ):
+            out.append(hc1)
+    return out[:limit]
+
+
+def test_version_is_the_alphanumeric_q_minimum() -> None:
+    from signing.qr import min_version_alphanumeric_q, qr_matrix
+
+    for hc1 in _hc1s():
+        m = qr_matrix(hc1)
+        assert m.size == 17 + 4 * m.version
+        # byte mode would need more modules than alphanumeric for the same text
+        assert m.version == min_version_alphanumeric_q(len(hc1))
+
+
+def test_runs_cover_exactly_the_dark_modules() -> None:
+    from signing.qr import qr_matrix
+
+    m = qr_matrix(_hc1s(1)[0])
+    canvas = np.zeros_like(m.modules)
+    for row, col, n in m.runs():
+        assert not canvas[row, col : col + n].any()
+        canvas[row, col : col + n] = True
+    assert (canvas == m.modules).all()
+
+
+def test_matrix_decodes_with_zbar() -> None:
+    from PIL import Image
+
+    from signing.qr import decode_qr, qr_matrix
+
+    hc1 = _hc1s(1)[0]
+    m = qr_matrix(hc1)
+    img = np.full((m.size + 8, m.size + 8), 255, np.uint8)
+    img[4:-4, 4:-4] = np.where(m.modules, 0, 255)
+    big = Image.fromarray(img).resize(((m.size + 8) * 4,) * 2, Image.NEAREST)
+    assert decode_qr(big) == [hc1]
+
+
+def test_rejects_non_alphanumeric_content() -> None:
+    from signing.qr import QrContentError, qr_matrix
+
+    with pytest.raises(QrContentError, match="alphanumeric"):
+        qr_matrix("HC1:abc")
