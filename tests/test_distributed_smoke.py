@@ -54,3 +54,24 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_failing_start_kills_every_process_and_prints_the_logs(
+    tmp_path: Path, pg_url: str, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from tests.distributed import ClusterError
+
+    cluster = AirflowCluster(DAGS, tmp_path, pg_url, redis_url, start_timeout=180)
+    with socket.socket() as squatter:  # the api-server cannot bind its port and exits
+        squatter.bind(("127.0.0.1", cluster.api_port))
+        squatter.listen()
+        with pytest.raises(ClusterError, match="exited"), cluster:
+            pytest.fail("the cluster must not start without its api-server")
+    pids = [proc.pid for proc in cluster.processes.values()]
+    assert set(cluster.processes) == {"api-server", "scheduler", "dag-processor", "celery-worker"}
+    assert all(proc.poll() is not None for proc in cluster.processes.values())
+    assert not [pid for pid in pids if _alive(pid)]
+    printed = capsys.readouterr().out
+    assert "api-server.log" in printed and "scheduler.log" in printed
