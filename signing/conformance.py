@@ -1,0 +1,366 @@
+"""Run the EU dgc-testdata vectors against our own decoder and verifier.
+
+Each vector (a JSON file under ``<COUNTRY>/2DCode/raw/``, also in versioned sub-folders)
+states EXPECTED* results per step; we run the same step with *our* functions
+(signing.verify's layers, signing.base45, signing.cwt) and compare. Mismatches listed in
+``known_issues.csv`` (upstream's file: test_name,country,test_set,reason) are expected
+failures. The step → upstream test-name map keeps that file usable as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from cryptography import x509
+
+from signing import verify as V
+from signing.base45 import b45decode
+from signing.cwt import CLAIM_HCERT, HCERT_EU_DCC, clean
+
+# EXPECTED* key → the upstream pytest function names (known_issues.csv refers to these).
+TEST_NAMES: dict[str, tuple[str, ...]] = {
+    "EXPECTEDPICTUREDECODE": ("test_picture_decode",),
+    "EXPECTEDUNPREFIX": ("test_un_prefix",),
+    "EXPECTEDB45DECODE": ("test_b45decode",),
+    "EXPECTEDCOMPRESSION": ("test_compression",),
+    "EXPECTEDDECODE": ("test_cose_json", "test_cose_cbor"),
+    "EXPECTEDVALIDJSON": ("test_cbor_json",),
+    "EXPECTEDVERIFY": ("test_verification_check",),
+    "EXPECTEDEXPIRATIONCHECK": ("test_expiration_check",),
+    "EXPECTEDKEYUSAGE": ("test_expected_key_usage",),
+    "EXPECTEDSCHEMAVALIDATION": ("test_cose_schema",),
+    "EXPECTEDVALIDOBJECT": ("test_json_schema",),
+    "EXPECTEDENCODE": ("test_json_cbor",),
+}
+
+
+class Skip(Exception):
+    """The vector lacks the fields this step needs: not tested (as upstream skips)."""
+
+
+@dataclass
+class Outcome:
+    file: str
+    step: str
+    expected: bool
+    actual: bool | None
+    detail: str = ""
+    known_issue: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.actual == self.expected
+
+
+@dataclass
+class Report:
+    outcomes: list[Outcome] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> int:
+        return sum(o.passed for o in self.outcomes)
+
+    @property
+    def unexpected(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.passed and not o.known_issue]
+
+    @property
+    def expected_failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.passed and o.known_issue]
+
+    @property
+    def failed(self) -> int:
+        return len(self.unexpected) + len(self.errors)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+# --- reading vectors ---------------------------------------------------------------------
+
+
+def _upper_keys(d: Any) -> dict[str, Any]:
+    return {str(k).upper(): v for k, v in d.items()} if isinstance(d, dict) else {}
+
+
+def _unhex(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise Skip
+    return binascii.unhexlify(value.strip())
+
+
+def load_certificate(text: str) -> x509.Certificate:
+    """TESTCTX.CERTIFICATE: base64 DER, sometimes with PEM armour or line breaks."""
+    body = "".join(line for line in text.strip().splitlines() if "-----" not in line)
+    der = base64.b64decode("".join(body.split()))
+    return x509.load_der_x509_certificate(der)
+
+
+def parse_clock(text: str) -> dt.datetime:
+    try:
+        clock = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        from dateutil.parser import isoparse
+
+        clock = isoparse(text.strip())
+    return clock if clock.tzinfo else clock.replace(tzinfo=dt.UTC)
+
+
+def _normal(obj: Any) -> Any:
+    """Order-free, date-format-free form for comparing DCC content (JSON vs CBOR)."""
+    if isinstance(obj, dict):
+        return sorted((str(k), _normal(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return sorted((_normal(v) for v in obj), key=repr)
+    if isinstance(obj, str):
+        try:
+            when = dt.datetime.fromisoformat(obj.replace("Z", "+00:00"))
+        except ValueError:
+            return obj
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return obj
+
+
+def _same_dcc(a: Any, b: Any) -> bool:
+    return _normal(V.jsonable(a)) == _normal(V.jsonable(b))
+
+
+# --- the steps (each returns whether the step succeeded on this vector) ------------------
+
+
+class Vector:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.raw = _upper_keys(data)
+        self.ctx = _upper_keys(self.raw.get("TESTCTX"))
+        results = self.raw.get("EXPECTEDRESULTS", self.raw.get("EXPECTEDRESULT"))
+        self.expected = {k: v for k, v in _upper_keys(results).items() if isinstance(v, bool)}
+
+    def need(self, *keys: str) -> list[Any]:
+        values = [self.raw.get(k) for k in keys]
+        if any(v is None for v in values):
+            raise Skip
+        return values
+
+    def cert(self) -> x509.Certificate:
+        text = self.ctx.get("CERTIFICATE")
+        if not isinstance(text, str) or not text.strip():
+            raise Skip
+        return load_certificate(text)
+
+    def message(self):
+        (cose_hex,) = self.need("COSE")
+        return V.cose_message(_unhex(cose_hex))
+
+    def dcc(self) -> Any:
+        return V.cwt.dcc_of(V.claims_of(self.message()))
+
+
+def _picture(v: Vector) -> bool:
+    code, prefix = v.need("2DCODE", "PREFIX")
+    import zxingcpp
+    from PIL import Image
+
+    with Image.open(io.BytesIO(base64.b64decode(code))) as img:
+        found = zxingcpp.read_barcodes(img)
+    return bool(found) and found[0].text == prefix
+
+
+def _unprefix(v: Vector) -> bool:
+    prefix, b45 = v.need("PREFIX", "BASE45")
+    return V.unprefix(prefix) == b45
+
+
+def _b45(v: Vector) -> bool:
+    b45, compressed = v.need("BASE45", "COMPRESSED")
+    return b45decode(b45) == _unhex(compressed)
+
+
+def _compression(v: Vector) -> bool:
+    cose_hex, compressed = v.need("COSE", "COMPRESSED")
+    return V.inflate(_unhex(compressed)) == _unhex(cose_hex)
+
+
+def _decode(v: Vector) -> bool:
+    (json_obj,) = v.need("JSON")
+    dcc = v.dcc()
+    if not _same_dcc(dcc, json_obj):
+        return False
+    if v.raw.get("CBOR") is not None:
+        cbor_obj = _cbor_dcc(v)
+        return _same_dcc(dcc, cbor_obj)
+    return True
+
+
+def _cbor_dcc(v: Vector) -> Any:
+    (cbor_hex,) = v.need("CBOR")
+    obj = cbor2.loads(_unhex(cbor_hex))
+    # The CBOR field holds either the DCC or the whole claims set.
+    if isinstance(obj, dict) and CLAIM_HCERT in obj:
+        obj = obj[CLAIM_HCERT][HCERT_EU_DCC]
+    return obj
+
+
+def _valid_json(v: Vector) -> bool:
+    (json_obj,) = v.need("JSON")
+    return _same_dcc(_cbor_dcc(v), json_obj)
+
+
+def _verify(v: Vector) -> bool:
+    msg = v.message()
+    cert = v.cert()
+    return msg.kid == V.kid_of(cert) and V.signature_ok(msg, [cert]) is not None
+
+
+def _expiry(v: Vector) -> bool:
+    clock_text = v.ctx.get("VALIDATIONCLOCK")
+    clock = parse_clock(clock_text) if isinstance(clock_text, str) else dt.datetime.now(dt.UTC)
+    claims = V.claims_of(v.message())
+    return not V.expiry_problems(claims, clock, v.cert())
+
+
+def _key_usage(v: Vector) -> bool:
+    dcc = V.jsonable(v.dcc())
+    if len(V.certificate_types(dcc)) != 1:
+        return False
+    return V.key_usage_problem(dcc, v.cert()) is None
+
+
+def _schema(v: Vector) -> bool:
+    from signing.dcc import schema_errors
+
+    dcc = V.jsonable(v.dcc())
+    return not schema_errors(dcc) and len(V.certificate_types(dcc)) == 1
+
+
+def _valid_object(v: Vector) -> bool:
+    from signing.dcc import schema_errors
+
+    (json_obj,) = v.need("JSON")
+    return not schema_errors(json_obj)
+
+
+def _encode(v: Vector) -> bool:
+    json_obj, _ = v.need("JSON", "CBOR")
+    ours = cbor2.loads(cbor2.dumps(clean(json_obj)))
+    return _same_dcc(ours, _cbor_dcc(v))
+
+
+STEPS: dict[str, Callable[[Vector], bool]] = {
+    "EXPECTEDPICTUREDECODE": _picture,
+    "EXPECTEDUNPREFIX": _unprefix,
+    "EXPECTEDB45DECODE": _b45,
+    "EXPECTEDCOMPRESSION": _compression,
+    "EXPECTEDDECODE": _decode,
+    "EXPECTEDVALIDJSON": _valid_json,
+    "EXPECTEDVERIFY": _verify,
+    "EXPECTEDEXPIRATIONCHECK": _expiry,
+    "EXPECTEDKEYUSAGE": _key_usage,
+    "EXPECTEDSCHEMAVALIDATION": _schema,
+    "EXPECTEDVALIDOBJECT": _valid_object,
+    "EXPECTEDENCODE": _encode,
+}
+
+
+def run_step(step: str, vector: Vector) -> tuple[bool | None, str]:
+    """(succeeded, detail); succeeded None when the vector lacks the step's fields.
+    Any exception means the step did not succeed on this input."""
+    try:
+        return STEPS[step](vector), ""
+    except Skip:
+        return None, "not enough data"
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {str(exc)[:160]}"
+
+
+# --- discovery and known issues -----------------------------------------------------------
+
+
+def discover(root: Path) -> Iterator[Path]:
+    """Every vector file: JSON under a ``2DCode`` folder (any case, any depth below it,
+    so versioned and key-variant sub-folders count), or any JSON with EXPECTEDRESULTS."""
+    for path in sorted(root.rglob("*.json")):
+        if any(part.lower() == "2dcode" for part in path.relative_to(root).parts[:-1]):
+            yield path
+
+
+def country_and_set(root: Path, path: Path) -> tuple[str, str]:
+    parts = path.relative_to(root).parts
+    lowered = [p.lower() for p in parts]
+    i = lowered.index("2dcode") if "2dcode" in lowered else 0
+    country = parts[i - 1] if i > 0 else root.name
+    return country, path.stem
+
+
+def load_known_issues(root: Path) -> dict[tuple[str, str, str], str]:
+    issues: dict[tuple[str, str, str], str] = {}
+    for candidate in (root / "known_issues.csv", root / "tests" / "known_issues.csv"):
+        if candidate.is_file():
+            with candidate.open(newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    key = (
+                        (row.get("test_name") or "").strip(),
+                        (row.get("country") or "").strip(),
+                        (row.get("test_set") or "").strip(),
+                    )
+                    issues[key] = (row.get("reason") or "known issue").strip()
+            break
+    return issues
+
+
+def known_issue(
+    issues: dict[tuple[str, str, str], str], step: str, country: str, test_set: str
+) -> str:
+    for test in TEST_NAMES.get(step, ()):
+        for key in (
+            (test, country, test_set),
+            (test, country, ""),
+            ("", country, test_set),
+            ("", country, ""),
+        ):
+            if key in issues:
+                return issues[key]
+    return ""
+
+
+def run(root: Path) -> Report:
+    root = Path(root)
+    report = Report()
+    issues = load_known_issues(root)
+    for path in discover(root):
+        rel = path.relative_to(root).as_posix()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except Exception as exc:
+            report.errors.append(f"{rel}: unreadable vector ({type(exc).__name__})")
+            continue
+        if not isinstance(data, dict):
+            continue
+        vector = Vector(data)
+        if not vector.expected:
+            continue
+        country, test_set = country_and_set(root, path)
+        for step, expected in vector.expected.items():
+            if step not in STEPS:
+                continue
+            actual, detail = run_step(step, vector)
+            if actual is None:
+                continue
+            outcome = Outcome(rel, step, expected, actual, detail)
+            if not outcome.passed:
+                outcome.known_issue = known_issue(issues, step, country, test_set)
+            report.outcomes.append(outcome)
+    return report

@@ -1,0 +1,88 @@
+"""The CWT claims set of an HCERT: iss (1), iat (6), exp (4) and hcert (-260) → {1: DCC}.
+
+The DCC goes into CBOR as the JSON says, with three cleanups that the specification asks
+for and that JSON producers get wrong: strings in Unicode NFC, no nulls (an absent
+optional field is left out, not CBOR null), and whole numbers as integers (``1.0`` from a
+dataframe becomes ``1``).
+"""
+
+from __future__ import annotations
+
+import numbers
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+import cbor2
+
+CLAIM_ISS = 1
+CLAIM_EXP = 4
+CLAIM_IAT = 6
+CLAIM_HCERT = -260
+HCERT_EU_DCC = 1
+
+
+class CwtError(ValueError):
+    """The CWT claims are missing, malformed or not an HCERT."""
+
+
+def clean(value: Any) -> Any:
+    """The DCC value as it must be encoded: NFC strings, no nulls, integral floats as ints.
+
+    On the hot path: exact type checks and the ``isascii`` shortcut keep it ~µs."""
+    t = type(value)
+    if t is str:
+        if value.isascii() or unicodedata.is_normalized("NFC", value):
+            return value
+        return unicodedata.normalize("NFC", value)
+    if t is dict:
+        return {clean(k): clean(v) for k, v in value.items() if v is not None}
+    if t is int or t is bool:
+        return value
+    if t is list or t is tuple:
+        return [clean(v) for v in value if v is not None]
+    if isinstance(value, str):
+        return clean(str(value))
+    if isinstance(value, Mapping):
+        return clean(dict(value))
+    if isinstance(value, numbers.Integral):  # numpy/pandas integers
+        return int(value)
+    if isinstance(value, numbers.Real) and float(value).is_integer():
+        return int(value)
+    return value
+
+
+def encode_claims(payload: dict[str, Any], *, iss: str, iat: int, exp: int) -> bytes:
+    """CBOR of the claims set for one certificate."""
+    return cbor2.dumps(
+        {
+            CLAIM_ISS: iss,
+            CLAIM_IAT: int(iat),
+            CLAIM_EXP: int(exp),
+            CLAIM_HCERT: {HCERT_EU_DCC: clean(payload)},
+        }
+    )
+
+
+def decode_claims(data: bytes) -> dict[Any, Any]:
+    """The claims map of a CWT payload; raises :class:`CwtError` when it is not an HCERT."""
+    try:
+        claims = cbor2.loads(data)
+    except Exception as exc:
+        raise CwtError(f"CWT payload is not CBOR: {type(exc).__name__}") from None
+    if not isinstance(claims, Mapping):
+        raise CwtError("CWT payload is not a map")
+    claims = dict(claims)
+    hcert = claims.get(CLAIM_HCERT)
+    if not isinstance(hcert, Mapping) or not isinstance(hcert.get(HCERT_EU_DCC), Mapping):
+        raise CwtError("no hcert claim (-260) with an EU DCC (1)")
+    for claim, name in ((CLAIM_IAT, "iat"), (CLAIM_EXP, "exp")):
+        if claim in claims and (
+            not isinstance(claims[claim], (int, float)) or isinstance(claims[claim], bool)
+        ):
+            raise CwtError(f"claim {name} is not a number")
+    return claims
+
+
+def dcc_of(claims: dict[Any, Any]) -> dict[str, Any]:
+    return claims[CLAIM_HCERT][HCERT_EU_DCC]

@@ -1,0 +1,160 @@
+"""Issue HCERTs: DCC payload → CWT → COSE_Sign1 → zlib → Base45 → ``HC1:``.
+
+One certificate costs a few tens of µs on one core, most of it ECDSA; ``sign_many`` spreads
+large chunks over a process pool in which every worker opens its own signer from the
+settings (a PKCS#11 session cannot cross a fork, and a key object cannot be pickled).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing
+import os
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import cbor2
+
+from signing.base45 import b45encode
+from signing.cose import COSE_SIGN1_TAG, sig_structure
+from signing.cwt import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS, HCERT_EU_DCC, clean
+
+if TYPE_CHECKING:
+    from jobs.settings import Settings
+    from signing.keys import Signer
+
+PREFIX = "HC1:"
+DAY = 86400
+
+
+class ValidityError(ValueError):
+    """The requested validity does not fit the DSC's own validity."""
+
+
+def _iso(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
+
+
+def validity(signer: Signer, iat: int, days: int) -> tuple[int, int]:
+    """(iat, exp) for a certificate issued at ``iat`` for ``days``: exp is capped at the
+    DSC's notAfter (a certificate must not outlive its signing certificate); an ``iat``
+    outside the DSC's validity is refused."""
+    iat = int(iat)
+    check_iat(signer, iat)
+    return iat, min(iat + int(days) * DAY, signer.not_after)
+
+
+def check_iat(signer: Signer, iat: int) -> None:
+    if iat < signer.not_before:
+        raise ValidityError(
+            f"iat {_iso(iat)} is before the DSC's notBefore {_iso(signer.not_before)}"
+        )
+    if iat >= signer.not_after:
+        raise ValidityError(
+            f"iat {_iso(iat)} is not before the DSC's notAfter {_iso(signer.not_after)}: the DSC has expired"
+        )
+
+
+def _check(signer: Signer, iat: int, exp: int) -> None:
+    check_iat(signer, iat)
+    if exp > signer.not_after:
+        raise ValidityError(
+            f"exp {_iso(exp)} is beyond the DSC's notAfter {_iso(signer.not_after)}; use validity() to cap it"
+        )
+    if exp <= iat:
+        raise ValidityError(f"exp {_iso(exp)} is not after iat {_iso(iat)}")
+
+
+def _hc1(payload: dict[str, Any], signer: Signer, iss: str, iat: int, exp: int) -> str:
+    claims = cbor2.dumps(
+        {
+            CLAIM_ISS: iss,
+            CLAIM_IAT: iat,
+            CLAIM_EXP: exp,
+            CLAIM_HCERT: {HCERT_EU_DCC: clean(payload)},
+        }
+    )
+    protected = signer.protected
+    signature = signer.sign(sig_structure(protected, claims))
+    cose = cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, claims, signature]))
+    return PREFIX + b45encode(zlib.compress(cose, 9))
+
+
+def issue(payload: dict[str, Any], signer: Signer, *, iat: int, exp: int, iss: str = "SE") -> str:
+    """The HC1 string of one certificate. ``iat``/``exp`` are Unix seconds and must lie
+    within the DSC's validity (see :func:`validity`)."""
+    iat, exp = int(iat), int(exp)
+    _check(signer, iat, exp)
+    return _hc1(payload, signer, iss, iat, exp)
+
+
+# --- many certificates, all cores ------------------------------------------------------
+
+_worker_signer: Signer | None = None
+
+
+def _init_worker(settings: Settings | None) -> None:
+    global _worker_signer
+    from signing.keys import load_signer
+
+    _worker_signer = load_signer(settings)
+
+
+def _sign_chunk(args: tuple[Sequence[dict[str, Any] | str], int, int, str]) -> list[str]:
+    payloads, iat, exp, iss = args
+    signer = _worker_signer
+    assert signer is not None, "worker signer not initialised"
+    loads = json.loads
+    return [_hc1(loads(p) if isinstance(p, str) else p, signer, iss, iat, exp) for p in payloads]
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """forkserver: workers fork from a clean server process that holds no PKCS#11 session
+    and no threads of the caller (Airflow, HTTP clients), with the signing modules
+    preloaded so that starting a worker costs milliseconds."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["signing.hcert", "signing.keys"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def sign_many(
+    payloads: Sequence[dict[str, Any] | str],
+    *,
+    iat: int,
+    exp: int,
+    settings: Settings | None = None,
+    workers: int | None = None,
+    chunk_size: int | None = None,
+) -> list[str]:
+    """HC1 strings for ``payloads`` (dicts or their JSON text), in order, over a process
+    pool of ``workers`` (default: settings.workers or all cores). One worker → in-process."""
+    from jobs.settings import get_settings
+    from signing.keys import load_signer
+
+    s = settings or get_settings()
+    iss = s.issuer_country
+    signer = load_signer(s)  # fail fast, in the caller, on missing keys or bad validity
+    iat, exp = int(iat), int(exp)
+    _check(signer, iat, exp)
+    n = len(payloads)
+    workers = max(1, min(workers or s.resolved_workers(), os.cpu_count() or 1, n or 1))
+    if workers == 1 or n < 512:
+        loads = json.loads
+        return [
+            _hc1(loads(p) if isinstance(p, str) else p, signer, iss, iat, exp) for p in payloads
+        ]
+    del signer
+    size = chunk_size or max(256, -(-n // (workers * 4)))
+    chunks = [(payloads[i : i + size], iat, exp, iss) for i in range(0, n, size)]
+    out: list[str] = []
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=_context(), initializer=_init_worker, initargs=(s,)
+    ) as pool:
+        for part in pool.map(_sign_chunk, chunks):
+            out.extend(part)
+    return out

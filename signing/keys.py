@@ -1,0 +1,402 @@
+"""Signing keys and trust material: the DSC signer (PEM file or PKCS#11 token), the
+development CSCA/DSC pair, and trust lists for verification.
+
+Real issuers sign in an HSM, so the signer is an interface with two providers: a PEM file
+(optionally passphrase-protected) for laptops and tests, and a PKCS#11 token (SoftHSM2 in
+tests, a hardware HSM in production) where the private key never leaves the token. The
+DSC certificate lives next to the key as ``dsc.pem`` in the key folder (or, for a token, as
+a certificate object with the key's label).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
+
+if TYPE_CHECKING:
+    from jobs.settings import Settings
+
+# Extended key usage OIDs that restrict a DSC to certificate types. Both arcs are in use:
+# the specification's 1.3.6.1.4.1.1847.2021.1.x and the 1.3.6.1.4.1.0.1847.2021.1.x that
+# several member states issued.
+EKU_OIDS: dict[str, tuple[str, str]] = {
+    "t": ("1.3.6.1.4.1.1847.2021.1.1", "1.3.6.1.4.1.0.1847.2021.1.1"),
+    "v": ("1.3.6.1.4.1.1847.2021.1.2", "1.3.6.1.4.1.0.1847.2021.1.2"),
+    "r": ("1.3.6.1.4.1.1847.2021.1.3", "1.3.6.1.4.1.0.1847.2021.1.3"),
+}
+HCERT_EKU_OIDS = frozenset(oid for pair in EKU_OIDS.values() for oid in pair)
+
+DSC_FILE, DSC_KEY_FILE, CSCA_FILE, CSCA_KEY_FILE = "dsc.pem", "dsc.key", "csca.pem", "csca.key"
+
+
+class SigningKeyError(Exception):
+    """Signing material is missing or unusable; the message says what to do."""
+
+
+def kid_of(cert: x509.Certificate) -> bytes:
+    """The HCERT key identifier: the first 8 bytes of SHA-256 over the DSC's DER."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()[:8]
+
+
+def _alg_for(public_key: Any) -> str:
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if public_key.curve.name != "secp256r1":
+            raise SigningKeyError(f"HCERT signs ES256 with P-256, not {public_key.curve.name}")
+        return "ES256"
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return "PS256"
+    raise SigningKeyError(f"unsupported DSC key type {type(public_key).__name__}")
+
+
+def _utc(cert: x509.Certificate, attr: str) -> dt.datetime:
+    return getattr(cert, f"{attr}_utc")
+
+
+@dataclass
+class Signer:
+    """A DSC and the means to sign with its private key (``sign`` returns the raw COSE
+    signature: r‖s for ES256, the PSS signature for PS256)."""
+
+    dsc: x509.Certificate
+    alg: str = ""
+    kid: bytes = b""
+    provider: str = "file"
+    _sign: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.alg = self.alg or _alg_for(self.dsc.public_key())
+        self.kid = self.kid or kid_of(self.dsc)
+        self.not_before = int(_utc(self.dsc, "not_valid_before").timestamp())
+        self.not_after = int(_utc(self.dsc, "not_valid_after").timestamp())
+        from signing.cose import protected_header
+
+        self.protected = protected_header(self.alg, self.kid)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._sign(data)
+
+
+def _file_sign(private_key: Any, alg: str):
+    if alg == "ES256":
+        ecdsa = ec.ECDSA(hashes.SHA256())
+
+        def sign(data: bytes) -> bytes:
+            r, s = decode_dss_signature(private_key.sign(data, ecdsa))
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+        return sign
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    return lambda data: private_key.sign(data, pss, hashes.SHA256())
+
+
+def file_signer(key_dir: Path, passphrase: str | None = None) -> Signer:
+    """Signer from ``dsc.key`` (PEM, PKCS#8 or SEC1, optionally encrypted) and ``dsc.pem``."""
+    key_path, dsc_path = key_dir / DSC_KEY_FILE, key_dir / DSC_FILE
+    for p in (key_path, dsc_path):
+        if not p.is_file():
+            raise SigningKeyError(f"{p} not found; run 'bevis keys init-dev --dir {key_dir}'")
+    dsc = x509.load_pem_x509_certificate(dsc_path.read_bytes())
+    try:
+        key = serialization.load_pem_private_key(
+            key_path.read_bytes(), passphrase.encode() if passphrase else None
+        )
+    except (TypeError, ValueError) as exc:
+        raise SigningKeyError(
+            f"cannot open {key_path}: wrong or missing passphrase (BEVIS_KEY_PASSPHRASE)?"
+        ) from exc
+    if key.public_key().public_numbers() != dsc.public_key().public_numbers():  # type: ignore[union-attr]
+        raise SigningKeyError(f"{key_path} does not belong to the DSC in {dsc_path}")
+    alg = _alg_for(dsc.public_key())
+    return Signer(dsc=dsc, alg=alg, provider="file", _sign=_file_sign(key, alg))
+
+
+def _pkcs11_session(module: str, token_label: str, pin: str):
+    import pkcs11
+
+    try:
+        lib = pkcs11.lib(module)
+        token = lib.get_token(token_label=token_label)
+        return token.open(user_pin=pin, rw=True)
+    except pkcs11.exceptions.PKCS11Error as exc:
+        raise SigningKeyError(
+            f"PKCS#11 token {token_label!r} via {module}: {type(exc).__name__}"
+        ) from exc
+    except Exception as exc:  # missing module file, no such token
+        raise SigningKeyError(f"PKCS#11 token {token_label!r} via {module}: {exc}") from exc
+
+
+def _token_dsc(session: Any, label: str) -> x509.Certificate | None:
+    import pkcs11
+
+    for obj in session.get_objects(
+        {pkcs11.Attribute.CLASS: pkcs11.ObjectClass.CERTIFICATE, pkcs11.Attribute.LABEL: label}
+    ):
+        return x509.load_der_x509_certificate(obj[pkcs11.Attribute.VALUE])
+    return None
+
+
+def pkcs11_signer(
+    module: str, token_label: str, pin: str, key_label: str, key_dir: Path | None = None
+) -> Signer:
+    """Signer whose private key stays on a PKCS#11 token. The DSC comes from the token
+    (certificate object labelled like the key) or from ``dsc.pem`` in ``key_dir``."""
+    import pkcs11
+    from pkcs11 import MGF, Attribute, Mechanism, ObjectClass
+
+    session = _pkcs11_session(module, token_label, pin)
+    try:
+        key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=key_label)
+    except pkcs11.exceptions.PKCS11Error as exc:
+        raise SigningKeyError(
+            f"no private key labelled {key_label!r} on token {token_label!r} ({type(exc).__name__})"
+        ) from exc
+    dsc = _token_dsc(session, key_label)
+    if dsc is None and key_dir is not None and (key_dir / DSC_FILE).is_file():
+        dsc = x509.load_pem_x509_certificate((key_dir / DSC_FILE).read_bytes())
+    if dsc is None:
+        raise SigningKeyError(
+            f"no DSC for token key {key_label!r}: store it on the token or as {DSC_FILE} in the key folder"
+        )
+    alg = _alg_for(dsc.public_key())
+    if alg == "ES256":
+        if key[Attribute.KEY_TYPE] != pkcs11.KeyType.EC:
+            raise SigningKeyError(f"token key {key_label!r} is not an EC key but the DSC is")
+
+        def sign(data: bytes) -> bytes:
+            # Hash here, sign the digest on the token: CKM_ECDSA is universally supported
+            # and returns r‖s, which is exactly COSE's signature format.
+            return key.sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA)
+
+    else:
+        params = (Mechanism.SHA256, MGF.SHA256, 32)
+
+        def sign(data: bytes) -> bytes:
+            return key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS_PSS, mechanism_param=params)
+
+    signer = Signer(dsc=dsc, alg=alg, provider="pkcs11", _sign=sign)
+    signer._session = session  # type: ignore[attr-defined]  # keep the session alive
+    return signer
+
+
+def load_signer(settings: Settings | None = None) -> Signer:
+    """The active signer as the settings configure it (``key_provider`` file | pkcs11)."""
+    from jobs.settings import get_settings
+
+    s = settings or get_settings()
+    if s.key_provider == "pkcs11":
+        return pkcs11_signer(
+            s.pkcs11_module,
+            s.pkcs11_token_label,
+            s.pkcs11_pin.get_secret_value(),
+            s.pkcs11_key_label,
+            key_dir=s.resolved_key_dir(),
+        )
+    passphrase = s.key_passphrase.get_secret_value() if s.key_passphrase else None
+    return file_signer(s.resolved_key_dir(), passphrase)
+
+
+# --- development keys -------------------------------------------------------------------
+
+
+def _name(country: str, cn: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, country),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "bevis development"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+def make_csca(country: str, now: dt.datetime, days: int = 1461):
+    """A self-signed development CSCA (EC P-256), valid from yesterday for ``days``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(country, f"bevis dev CSCA {country}")
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def make_dsc(
+    csca_key: Any,
+    csca: x509.Certificate,
+    public_key: Any,
+    country: str,
+    now: dt.datetime,
+    days: int = 730,
+    types: str = "vtr",
+) -> x509.Certificate:
+    """A DSC for ``public_key`` signed by the CSCA, with AKI/SKI and the HCERT EKUs of
+    ``types`` (both OID arcs). Validity covers a year of signing plus certificate life."""
+    ekus = [x509.ObjectIdentifier(oid) for t in types for oid in EKU_OIDS[t]]
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(country, f"bevis dev DSC {country}"))
+        .issuer_name(csca.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                csca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
+        .sign(csca_key, hashes.SHA256())
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a private key readable by its owner only (0600 from the first byte on)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def init_dev_keys(
+    directory: Path,
+    *,
+    country: str = "SE",
+    passphrase: str | None = None,
+    force: bool = False,
+    settings: Settings | None = None,
+    now: dt.datetime | None = None,
+) -> bytes:
+    """Make a development CSCA and DSC in ``directory`` and return the DSC's kid.
+
+    Idempotent: existing keys are kept (their kid returned) unless ``force``. With
+    ``settings.key_provider == "pkcs11"`` the DSC key pair is generated ON the token
+    (non-extractable) and only the certificates are written here."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    dsc_path = directory / DSC_FILE
+    pkcs11 = settings is not None and settings.key_provider == "pkcs11"
+    if dsc_path.is_file() and not force:
+        existing = x509.load_pem_x509_certificate(dsc_path.read_bytes())
+        if pkcs11 or (directory / DSC_KEY_FILE).is_file():
+            return kid_of(existing)
+    now = now or dt.datetime.now(dt.UTC)
+    csca_key, csca = make_csca(country, now)
+    enc: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase.encode())
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    pem_private = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc
+    _write_private(directory / CSCA_KEY_FILE, csca_key.private_bytes(*pem_private))
+    _write_public(directory / CSCA_FILE, csca.public_bytes(serialization.Encoding.PEM))
+    if pkcs11:
+        assert settings is not None
+        public_key = _pkcs11_generate(settings)
+    else:
+        dsc_key = ec.generate_private_key(ec.SECP256R1())
+        public_key = dsc_key.public_key()
+        _write_private(directory / DSC_KEY_FILE, dsc_key.private_bytes(*pem_private))
+    dsc = make_dsc(csca_key, csca, public_key, country, now)
+    _write_public(dsc_path, dsc.public_bytes(serialization.Encoding.PEM))
+    return kid_of(dsc)
+
+
+def _pkcs11_generate(settings: Settings) -> Any:
+    """Generate a P-256 key pair on the token (replacing one with the same label) and
+    return its public key."""
+    from pkcs11 import Attribute, KeyType, ObjectClass
+    from pkcs11.util.ec import encode_named_curve_parameters
+
+    label = settings.pkcs11_key_label
+    session = _pkcs11_session(
+        settings.pkcs11_module, settings.pkcs11_token_label, settings.pkcs11_pin.get_secret_value()
+    )
+    with session:
+        for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE):
+            for obj in list(session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label})):
+                obj.destroy()
+        params = session.create_domain_parameters(
+            KeyType.EC,
+            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True,
+        )
+        pub, _priv = params.generate_keypair(
+            store=True,
+            label=label,
+            private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
+        )
+        from asn1crypto.core import OctetString
+
+        point = OctetString.load(pub[Attribute.EC_POINT]).native
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+
+
+def load_trust(path: Path | str) -> list[x509.Certificate]:
+    """DSCs to trust: one PEM file (may hold several certificates) or a folder of PEM/DER
+    files (``*.pem``, ``*.crt``, ``*.cer``, ``*.der``)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(
+            p for p in path.iterdir() if p.suffix.lower() in {".pem", ".crt", ".cer", ".der"}
+        )
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"trust material {path} does not exist")
+    certs: list[x509.Certificate] = []
+    for f in files:
+        data = f.read_bytes()
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            certs.extend(x509.load_pem_x509_certificates(data))
+        elif b"-----BEGIN" not in data:  # skip keys and other PEM objects
+            try:
+                certs.append(x509.load_der_x509_certificate(data))
+            except ValueError as exc:
+                raise ValueError(f"{f} is neither a PEM nor a DER certificate") from exc
+    return certs
+
+
+def dsc_pem(signer: Signer) -> str:
+    return signer.dsc.public_bytes(serialization.Encoding.PEM).decode()
