@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     issuer_country: str = "SE"
     issuer_name: str = "Swedish eHealth Agency"
     uvci_issuer: str = Field("EHM", description="Issuer segment of the UVCI.")
+    uvci_key: SecretStr | None = Field(
+        None,
+        description="HMAC key of the UVCI opaque part (default: derived from pseudonym_key). "
+        "Never change it for an existing ledger: UVCIs must be stable across reruns.",
+    )
     validity_days: int = Field(365, ge=1, description="exp - iat, capped at the DSC's notAfter.")
     campaign_start: str = Field("2020-12-27", description="First day of vaccination in the NVR.")
 
@@ -58,7 +63,7 @@ class Settings(BaseSettings):
     airflow_api_url: str = Field("http://127.0.0.1:8080", description="Airflow 3 API server.")
     airflow_username: str | None = Field(None, description="User for POST /auth/token (JWT).")
     airflow_password: SecretStr | None = None
-    airflow_dag_id: str = Field("bevis_issuance", description="The issuance DAG's id.")
+    airflow_dag_id: str = Field("dcc_issuance", description="The issuance DAG's id.")
 
     # --- data quality -------------------------------------------------------------------
     quarantine_threshold: float = Field(0.02, ge=0, le=1)
@@ -74,6 +79,30 @@ class Settings(BaseSettings):
         description="ISO intervals 'start/end' in which mailbox delivery is deferred.",
     )
     paper_policy: Literal["paper", "defer"] = "paper"
+    mailbox_sender: str = Field("SE2021006255", description="Sender id known to FaR.")
+    mailbox_backoff_s: float = Field(0.2, ge=0, description="First retry delay (doubles).")
+    mailbox_backoff_max_s: float = Field(10.0, ge=0, description="Cap of a retry delay.")
+    mailbox_breaker_threshold: int = Field(20, ge=1, description="Failures that open it.")
+    mailbox_breaker_cooldown_s: float = Field(5.0, ge=0, description="Open → half-open.")
+
+    # --- mailbox simulator (bevis simulator mailbox) -------------------------------------
+    simulator_secure_share: float = Field(
+        0.73, ge=0, le=1, description="Share of recipients with a secure mailbox (per hash)."
+    )
+    simulator_latency_ms: float = Field(0.0, ge=0, description="Added to every answer.")
+    simulator_error_rate: float = Field(0.0, ge=0, le=1, description="Deliveries answered 500.")
+    simulator_ack_loss_rate: float = Field(
+        0.0, ge=0, le=1, description="First deliveries stored but answered 503 (lost ack)."
+    )
+    simulator_outages: list[str] = Field(
+        default_factory=list, description="ISO intervals 'start/end' answered 503."
+    )
+    simulator_outage_after: int | None = Field(
+        None, description="Drill: after this many stored messages, an outage begins..."
+    )
+    simulator_outage_requests: int = Field(0, ge=0, description="...of this many requests.")
+    simulator_retry_after_s: float = Field(1.0, ge=0, description="Retry-After of a 503.")
+    simulator_db: Path | None = Field(None, description="Default <data_dir>/mailbox-sim.db.")
 
     # --- reporting ----------------------------------------------------------------------
     small_count_threshold: int = Field(5, ge=1)
