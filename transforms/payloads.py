@@ -121,13 +121,19 @@ def _entries(frame: pd.DataFrame, mask, reason: str, detail) -> pd.DataFrame:
     import pandas as pd
 
     sel = frame.loc[mask, ["order_id", "event_id", "pid"]]
+
+    def ids(column: str):
+        values = sel[column].astype(object)
+        return values.where(values.notna(), None).to_numpy(dtype=object)
+
     out = pd.DataFrame(
         {
             "reason_code": reason,
-            "pid": sel["pid"].to_numpy(dtype=object),
-            "order_id": sel["order_id"].to_numpy(dtype=object),
-            "event_id": sel["event_id"].to_numpy(dtype=object),
-        }
+            "pid": ids("pid"),
+            "order_id": ids("order_id"),
+            "event_id": ids("event_id"),
+        },
+        dtype=object,
     )
     out["detail"] = detail if isinstance(detail, str) else list(detail[mask])
     return out
