@@ -137,3 +137,63 @@ def value_set_errors(payload: Any, active_only: bool = True) -> list[str]:
 def payload_errors(payload: Any, active_only: bool = True) -> list[str]:
     """Everything that forbids signing (or accepting) a payload: schema, then value sets."""
     return schema_errors(payload) + value_set_errors(payload, active_only=active_only)
+
+
+# --- issuance gate (signing helper) ------------------------------------------------------
+
+_NAMED_CONSTRAINTS = frozenset(
+    {
+        "type",
+        "pattern",
+        "format",
+        "maxLength",
+        "minLength",
+        "minimum",
+        "maximum",
+        "enum",
+        "const",
+        "minItems",
+        "maxItems",
+    }
+)
+
+
+def _redacted(err: Any) -> str:
+    """A schema error naming the field and the broken rule, never the offending value
+    (which may be a name or a birth date)."""
+    where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+    if err.validator == "required":
+        return f"{where}: {err.message[:120]}"
+    if err.validator in ("oneOf", "anyOf") and not err.absolute_path:
+        return f"{where}: must hold exactly one of v, t, r (and ver, nam, dob)"
+    if err.validator in _NAMED_CONSTRAINTS:
+        return f"{where}: fails {err.validator} {str(err.validator_value)[:80]!r}"
+    return f"{where}: fails {err.validator}"
+
+
+def issuance_problems(payload: Any) -> list[str]:
+    """Why a payload may not be signed — schema by its ``ver`` (with formats) and *active*
+    value sets — in words safe for logs: field paths and rules, codes, never personal
+    values. Empty when it may be signed."""
+    if not isinstance(payload, dict):
+        return [f"payload is {type(payload).__name__}, not an object"]
+    ver = payload.get("ver")
+    if not isinstance(ver, str):
+        return ["ver: missing or not a string"]
+    version = schema_version_for(ver)
+    if version is None:
+        return [f"ver: unknown schema version {ver[:20]!r}"]
+    if _fast_valid(version, payload):
+        errors: list[str] = []
+    else:
+        validator = _validator(version)
+        errors = [
+            _redacted(e)
+            for e in sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
+        ]
+    return errors + value_set_errors(payload, active_only=True)
+
+
+def _fast_valid(version: str, payload: Any) -> bool:
+    """Hot-path schema check; the reasons come from jsonschema only when it fails."""
+    return _validator(version).is_valid(payload)

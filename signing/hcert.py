@@ -103,12 +103,34 @@ def _init_worker(settings: Settings | None) -> None:
     _worker_signer = load_signer(settings)
 
 
-def _sign_chunk(args: tuple[Sequence[dict[str, Any] | str], int, int, str]) -> list[str]:
-    payloads, iat, exp, iss = args
+def _sign_chunk(args: tuple[Sequence[dict[str, Any] | str], int, int, str, bool]) -> list[Any]:
+    payloads, iat, exp, iss, checked = args
     signer = _worker_signer
     assert signer is not None, "worker signer not initialised"
+    if checked:
+        return [_checked(p, signer, iss, iat, exp) for p in payloads]
     loads = json.loads
     return [_hc1(loads(p) if isinstance(p, str) else p, signer, iss, iat, exp) for p in payloads]
+
+
+def _checked(
+    item: dict[str, Any] | str, signer: Signer, iss: str, iat: int, exp: int
+) -> tuple[str | None, list[str]]:
+    """(hc1, []) or (None, reasons): the payload is vetted against its schema and the
+    *active* value sets before it may be signed. Reasons never quote personal data."""
+    from signing.dcc import issuance_problems
+
+    if isinstance(item, str):
+        try:
+            payload = json.loads(item)
+        except ValueError as exc:
+            return None, [f"not JSON ({exc.msg} at column {exc.colno})"]
+    else:
+        payload = item
+    problems = issuance_problems(payload)
+    if problems:
+        return None, problems
+    return _hc1(payload, signer, iss, iat, exp), []
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -117,9 +139,49 @@ def _context() -> multiprocessing.context.BaseContext:
     preloaded so that starting a worker costs milliseconds."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["signing.hcert", "signing.keys"])
+        ctx.set_forkserver_preload(["signing.hcert", "signing.keys", "signing.dcc"])
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def _run(
+    payloads: Sequence[dict[str, Any] | str],
+    iat: int,
+    exp: int,
+    settings: Settings | None,
+    workers: int | None,
+    chunk_size: int | None,
+    checked: bool,
+) -> list[Any]:
+    from jobs.settings import get_settings
+    from signing.keys import load_signer
+
+    s = settings or get_settings()
+    iss = s.issuer_country
+    signer = load_signer(s)  # fail fast, in the caller, on missing keys or bad validity
+    iat, exp = int(iat), int(exp)
+    _check(signer, iat, exp)
+    payloads = list(payloads)
+    n = len(payloads)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = max(1, min(workers or s.resolved_workers(), cores or 1))
+    if workers == 1 or n < 512:
+        global _worker_signer
+        previous, _worker_signer = _worker_signer, signer
+        try:
+            return _sign_chunk((payloads, iat, exp, iss, checked))
+        finally:
+            _worker_signer = previous
+    del signer
+    size = chunk_size or max(256, -(-n // (workers * 4)))
+    chunks = [(payloads[i : i + size], iat, exp, iss, checked) for i in range(0, n, size)]
+    out: list[Any] = []
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=_context(), initializer=_init_worker, initargs=(s,)
+    ) as pool:
+        for part in pool.map(_sign_chunk, chunks):
+            out.extend(part)
+    return out
 
 
 def sign_many(
@@ -131,30 +193,22 @@ def sign_many(
     workers: int | None = None,
     chunk_size: int | None = None,
 ) -> list[str]:
-    """HC1 strings for ``payloads`` (dicts or their JSON text), in order, over a process
-    pool of ``workers`` (default: settings.workers or all cores). One worker → in-process."""
-    from jobs.settings import get_settings
-    from signing.keys import load_signer
+    """HC1 strings for ``payloads`` (dicts or their JSON text, already vetted), in order,
+    over a process pool of ``workers`` (default: settings.workers or all cores) with large
+    chunks. Fewer than 512 payloads or one worker → in-process."""
+    return _run(payloads, iat, exp, settings, workers, chunk_size, checked=False)
 
-    s = settings or get_settings()
-    iss = s.issuer_country
-    signer = load_signer(s)  # fail fast, in the caller, on missing keys or bad validity
-    iat, exp = int(iat), int(exp)
-    _check(signer, iat, exp)
-    n = len(payloads)
-    workers = max(1, min(workers or s.resolved_workers(), os.cpu_count() or 1, n or 1))
-    if workers == 1 or n < 512:
-        loads = json.loads
-        return [
-            _hc1(loads(p) if isinstance(p, str) else p, signer, iss, iat, exp) for p in payloads
-        ]
-    del signer
-    size = chunk_size or max(256, -(-n // (workers * 4)))
-    chunks = [(payloads[i : i + size], iat, exp, iss) for i in range(0, n, size)]
-    out: list[str] = []
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=_context(), initializer=_init_worker, initargs=(s,)
-    ) as pool:
-        for part in pool.map(_sign_chunk, chunks):
-            out.extend(part)
-    return out
+
+def sign_checked(
+    payloads: Sequence[dict[str, Any] | str],
+    *,
+    iat: int,
+    exp: int,
+    settings: Settings | None = None,
+    workers: int | None = None,
+    chunk_size: int | None = None,
+) -> list[tuple[str | None, list[str]]]:
+    """Like :func:`sign_many`, but each payload is first vetted (JSON, schema by ``ver``,
+    active value sets): per payload ``(hc1, [])`` or ``(None, reasons)``. The vetting runs
+    in the workers too, so it scales with the cores like the signing."""
+    return _run(payloads, iat, exp, settings, workers, chunk_size, checked=True)
