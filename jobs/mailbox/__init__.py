@@ -1,0 +1,34 @@
+"""Digital-mailbox delivery: the adapter interface, its JSON-over-HTTP client and a
+simulator of FaR and the mailbox operators (see ``adapter`` for the semantics)."""
+
+from jobs.mailbox.adapter import (
+    MAX_MESSAGE_BYTES,
+    MAX_RECIPIENTS_PER_LOOKUP,
+    MAX_SUBJECT_CHARS,
+    CircuitOpenError,
+    MailboxAdapter,
+    MailboxError,
+    MessageInvalid,
+    PermanentError,
+    Reachability,
+    Reachable,
+    Receipt,
+    SecureMessage,
+    TransientError,
+)
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "MAX_RECIPIENTS_PER_LOOKUP",
+    "MAX_SUBJECT_CHARS",
+    "CircuitOpenError",
+    "MailboxAdapter",
+    "MailboxError",
+    "MessageInvalid",
+    "PermanentError",
+    "Reachability",
+    "Reachable",
+    "Receipt",
+    "SecureMessage",
+    "TransientError",
+]
