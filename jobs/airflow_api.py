@@ -200,9 +200,16 @@ class AirflowClient:
     # ------------------------------------------------------------------ the job
     def find_dag_run(self, dag_id: str, run_id: str) -> str:
         """The Airflow dag_run_id of a bevis run: a run whose id or conf names it."""
+        try:  # the DAG derives the bevis run id from the dag_run_id (jobs.flow)
+            from jobs.flow import airflow_run_id
+        except ImportError:  # pragma: no cover
+            airflow_run_id = None
         for dr in self.dag_runs(dag_id):
             conf = dr.get("conf") or {}
-            if run_id in (dr.get("dag_run_id"), conf.get("run_id"), conf.get("bevis_run_id")):
+            names = {dr.get("dag_run_id"), conf.get("run_id"), conf.get("bevis_run_id")}
+            if airflow_run_id is not None:
+                names.add(airflow_run_id(dr["dag_run_id"]))
+            if run_id in names:
                 return dr["dag_run_id"]
         raise AirflowApiError(
             f"no run of DAG {dag_id} belongs to bevis run {run_id}; pass --dag-run-id"

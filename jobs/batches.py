@@ -396,8 +396,10 @@ def rerun(
     batch_ids: Sequence[str],
     settings: Settings | None = None,
     on_step: Callable[[str, str], None] | None = None,
+    validate_signed: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run the missing steps of each batch directly (the CLI's ``batches rerun``). Goes on
+    """Run the missing steps of each batch directly (the CLI's ``batches rerun``), with the
+    signed_batch suite after sign as in the DAG (when jobs.validate is installed). Goes on
     with the next batch when one fails; each result says what happened."""
     s = settings or get_settings()
     eng = ledger(s)
@@ -429,12 +431,34 @@ def rerun(
                 )
                 break
             done.append(st)
+            if st == "sign" and validate_signed:
+                try:
+                    _validate_signed(bid, s)
+                except Exception as exc:
+                    entry.update(
+                        ok=False,
+                        failed_step="signed_batch",
+                        error=mask_identity_numbers(f"{type(exc).__name__}: {exc}"),
+                    )
+                    break
         with eng.connect() as conn:
             entry["state"] = (
                 conn.execute(select(Batch.state).where(Batch.id == bid)).scalar_one().value
             )
         results.append(entry)
     return results
+
+
+def _validate_signed(batch_id: str, settings: Settings) -> None:
+    """The signed_batch data-quality suite, as the DAG runs it after sign."""
+    import importlib.util
+
+    if importlib.util.find_spec("jobs.validate") is None:
+        return
+    from jobs.validate import validate
+
+    run_id, _ = parse_batch_id(batch_id)
+    validate(run_id, "signed_batch", settings=settings, batch_id=batch_id)
 
 
 # --------------------------------------------------------------------------- sign
@@ -891,3 +915,57 @@ def synthetic_payloads(n: int, seed: int = 0, prefix: str = "SYN") -> Any:
         cols["sd"].append(max(dn, 2))
         cols["vaccination_date"].append(datetime.strptime(vdate, "%Y-%m-%d").date())
     return pa.table(cols, schema=PAYLOADS)
+
+
+def bench(n: int, settings: Settings | None = None) -> dict[str, Any]:
+    """Sign ``n`` synthetic certificates through the machinery (plan, run_step sign of every
+    batch in turn, each on all cores) and return the figures. Development keys are made
+    in the key folder when there are none (file provider)."""
+    import secrets
+
+    from jobs.runs import finish_run, new_run_id, start_run
+
+    s = settings or get_settings()
+    if s.key_provider == "file" and not (s.resolved_key_dir() / "dsc.pem").exists():
+        from signing.keys import init_dev_keys
+
+        init_dev_keys(s.resolved_key_dir(), country=s.issuer_country)
+    run_id = start_run(new_run_id(), parameters={"bench": "batches", "n": n}, settings=s)
+    t0 = time.perf_counter()
+    table = synthetic_payloads(n, seed=0, prefix=f"BN{secrets.token_hex(3).upper()}")
+    write_parquet_atomic(table, RunPaths.of(run_id, s).payloads)
+    prepare_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ids = plan(run_id, s)
+    plan_s = time.perf_counter() - t0
+    parts: dict[str, float] = {"sign_s": 0.0, "verify_s": 0.0, "ledger_s": 0.0}
+    certs = 0
+    t0 = time.perf_counter()
+    for bid in ids:
+        r = run_step(bid, "sign", s)
+        certs += r["certificates"]
+        for k in parts:
+            parts[k] += r.get(k, 0.0)
+    step_s = time.perf_counter() - t0
+    finish_run(run_id, "SUCCEEDED", settings=s)
+    total = plan_s + step_s
+    return {
+        "bench": "batches",
+        "run_id": run_id,
+        "n": n,
+        "certificates": certs,
+        "batches": len(ids),
+        "batch_size": batch_size_for(n, s),
+        "workers": s.resolved_workers(),
+        "prepare_s": round(prepare_s, 2),
+        "plan_s": round(plan_s, 2),
+        "sign_step_s": round(step_s, 2),
+        "total_s": round(total, 2),
+        "per_s": round(certs / total, 1) if total else None,
+        "raw_sign_s": round(parts["sign_s"], 2),
+        "verify_s": round(parts["verify_s"], 2),
+        "ledger_s": round(parts["ledger_s"], 2),
+        "raw_sign_per_s": round(certs / parts["sign_s"], 1) if parts["sign_s"] else None,
+        "loadavg": os.getloadavg(),
+        "ledger": "postgresql" if s.resolved_ledger_url().startswith("postgres") else "sqlite",
+    }

@@ -50,8 +50,13 @@ def ledger(settings: Settings | None = None) -> Engine:
 
     s = settings or get_settings()
     url = s.resolved_ledger_url()
-    migrate("ledger", url)
+    if url not in _MIGRATED:  # once per process and database: every step calls this
+        migrate("ledger", url)
+        _MIGRATED.add(url)
     return engine(url)
+
+
+_MIGRATED: set[str] = set()
 
 
 def start_run(
