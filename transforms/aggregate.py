@@ -103,20 +103,20 @@ def linked_cells(
             relations.append(Relation(total, parts_t))
 
     cells[()] = sum(int(v) for v in counts.values())
+    micro = [(dict(k), int(v)) for k, v in counts.items()]
     for dims in tables:
         dims = tuple(dims)
         if not 1 <= len(dims) <= 2:
             raise ValueError(f"a published table has 1 or 2 dimensions, got {dims}")
-        levels = {d: sorted({dict(k)[d] for k in counts}) for d in dims}
+        levels = {d: sorted({kd[d] for kd, _ in micro}) for d in dims}
         # margins of each dimension
         for d in dims:
             for v in levels[d]:
                 cells.setdefault(((d, v),), 0)
         agg: dict[Key, int] = {}
-        for k, v in counts.items():
-            kd = dict(k)
+        for kd, v in micro:
             agg_key = tuple(sorted((d, kd[d]) for d in dims))
-            agg[agg_key] = agg.get(agg_key, 0) + int(v)
+            agg[agg_key] = agg.get(agg_key, 0) + v
         if len(dims) == 1:
             (d,) = dims
             for v in levels[d]:

@@ -45,74 +45,80 @@ class Mapped:
     product_table_version: str
 
 
-def _json_strings(values: pd.Series) -> pd.Series:
-    """JSON string literals of the distinct values (names need escaping)."""
-    import numpy as np
-    import pandas as pd
+def _json_strings(values: pd.Series) -> pa.Array:
+    """JSON string literals, computed once per distinct value (names need escaping)."""
+    import pyarrow as pa
 
-    cat = pd.Categorical(values.astype("string"))
-    mapped = [json.dumps(c, ensure_ascii=False) for c in cat.categories] + ['""']
-    codes = cat.codes.copy()
-    codes[codes < 0] = len(mapped) - 1
-    return pd.Series(np.asarray(mapped, dtype=object)[codes], index=values.index, dtype=object)
+    arr = pa.array(values, pa.string()).dictionary_encode()
+    literals = pa.array(
+        [json.dumps(v, ensure_ascii=False) for v in arr.dictionary.to_pylist()], pa.string()
+    )
+    return literals.take(arr.indices)
 
 
-def _field(name: str, literal: pd.Series, present: pd.Series) -> pa.Array:
+def _field(name: str, literal: pa.Array, present: pa.Array) -> pa.Array:
     """``"name":<literal>,`` where present, else ''."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    text = pc.binary_join_element_wise(f'"{name}":', pa.array(literal, pa.string()), ",", "")
-    return pc.if_else(pa.array(present.to_numpy(dtype=bool)), text, "")
+    text = pc.binary_join_element_wise(pa.scalar(f'"{name}":'), literal, pa.scalar(","), "")
+    return pc.if_else(present, text, pa.scalar(""))
 
 
 def build_json(people: pd.DataFrame, cfg: MapConfig) -> pa.Array:
-    """The payload JSON per row of ``people`` (one row per order, all fields ready)."""
+    """The payload JSON per row of ``people`` (one row per order, all fields ready).
+
+    Assembled column-wise by Arrow's string kernels; only the distinct names pass through
+    ``json.dumps``. Transliterated names (``^[A-Z<]*$``), codes, dates and UVCIs need no
+    escaping."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    n = len(people)
+    def col(name: str) -> pa.Array:
+        return pa.array(people[name], pa.string())
 
-    def col(values) -> pa.Array:
-        return pa.array(values, pa.string())
+    def lit(text: str) -> pa.Scalar:
+        return pa.scalar(text, pa.string())
 
-    def const(text: str) -> pa.Array:
-        return pa.array([text] * n, pa.string()) if n else pa.array([], pa.string())
+    def quoted(name: str) -> pa.Array:
+        return pc.binary_join_element_wise(lit('"'), col(name), lit('"'), "")
 
-    nam_items = pc.binary_join_element_wise(
-        _field("fn", _json_strings(people["fn"]), people["fn"] != ""),
-        _field("fnt", '"' + people["fnt"] + '"', people["fnt"] != ""),
-        _field("gn", _json_strings(people["gn"]), people["gn"] != ""),
-        _field("gnt", '"' + people["gnt"] + '"', people["gnt"] != ""),
-        "",
+    def present(name: str) -> pa.Array:
+        return pc.not_equal(col(name), lit(""))
+
+    nam = pc.utf8_rtrim(
+        pc.binary_join_element_wise(
+            _field("fn", _json_strings(people["fn"]), present("fn")),
+            _field("fnt", quoted("fnt"), present("fnt")),
+            _field("gn", _json_strings(people["gn"]), present("gn")),
+            _field("gnt", quoted("gnt"), present("gnt")),
+            "",
+        ),
+        characters=",",
     )
-    nam = pc.utf8_rtrim(nam_items, characters=",")
     dn = pc.cast(pa.array(people["dn"].to_numpy()), pa.string())
     sd = pc.cast(pa.array(people["sd"].to_numpy()), pa.string())
-    head = f'{{"ver":"{cfg.ver}","nam":{{'
-    entry_tail = (
-        f'","co":"{cfg.country}","is":{json.dumps(cfg.issuer_name, ensure_ascii=False)},"ci":"'
-    )
+    issuer = json.dumps(cfg.issuer_name, ensure_ascii=False)
     return pc.binary_join_element_wise(
-        const(head),
+        lit(f'{{"ver":"{cfg.ver}","nam":{{'),
         nam,
-        const('},"dob":"'),
-        col(people["dob"]),
-        const(f'","v":[{{"tg":"{COVID_19}","vp":"'),
-        col(people["vp"]),
-        const('","mp":"'),
-        col(people["mp"]),
-        const('","ma":"'),
-        col(people["ma"]),
-        const('","dn":'),
+        lit('},"dob":"'),
+        col("dob"),
+        lit(f'","v":[{{"tg":"{COVID_19}","vp":"'),
+        col("vp"),
+        lit('","mp":"'),
+        col("mp"),
+        lit('","ma":"'),
+        col("ma"),
+        lit('","dn":'),
         dn,
-        const(',"sd":'),
+        lit(',"sd":'),
         sd,
-        const(',"dt":"'),
-        col(people["dt"]),
-        const(entry_tail),
-        col(people["uvci"]),
-        const('"}]}'),
+        lit(',"dt":"'),
+        col("dt"),
+        lit(f'","co":"{cfg.country}","is":{issuer},"ci":"'),
+        col("uvci"),
+        lit('"}]}'),
         "",
     )
 
@@ -157,6 +163,7 @@ def map_frame(rows: pd.DataFrame, cfg: MapConfig) -> Mapped:
 
     table = prod.load_products()
     rows = rows.reset_index(drop=True)
+    rows["vaccination_date"] = pd.to_datetime(rows["vaccination_date"]).astype("datetime64[s]")
     problems: list[pd.DataFrame] = []
 
     not_v = (rows["cert_type"].fillna("") != "v").to_numpy()
@@ -218,7 +225,8 @@ def map_frame(rows: pd.DataFrame, cfg: MapConfig) -> Mapped:
     people = people.loc[~bad].reset_index(drop=True)
 
     people["dob"] = people["dob_dcc"]
-    people["dt"] = pd.to_datetime(people["vaccination_date"]).dt.strftime("%Y-%m-%d")
+    vdate = people["vaccination_date"].to_numpy().astype("datetime64[D]")
+    people["dt"] = np.datetime_as_string(vdate, unit="D").astype(object)
     people["uvci"] = uvci.uvcis(
         people["order_id"], people["event_id"], cfg.uvci_key, cfg.country, cfg.uvci_issuer
     )
@@ -229,7 +237,7 @@ def map_frame(rows: pd.DataFrame, cfg: MapConfig) -> Mapped:
             "order_id": pa.array(people["order_id"], pa.string()),
             "pid": pa.array(people["pid"], pa.string()),
             "uvci": pa.array(people["uvci"], pa.string()),
-            "cert_type": pa.array(["v"] * len(people), pa.string()),
+            "cert_type": pa.array(np.full(len(people), "v", dtype=object), pa.string()),
             "payload_json": payload_json,
             "person_id": pa.array(people["person_id"], pa.string()),
             "protected_identity": pa.array(people["protected_identity"], pa.bool_()),
@@ -243,9 +251,7 @@ def map_frame(rows: pd.DataFrame, cfg: MapConfig) -> Mapped:
             "product": pa.array(people["mp"], pa.string()),
             "dn": pa.array(people["dn"].to_numpy(), pa.int16()),
             "sd": pa.array(people["sd"].to_numpy(), pa.int16()),
-            "vaccination_date": pa.array(
-                pd.to_datetime(people["vaccination_date"]).dt.date, pa.date32()
-            ),
+            "vaccination_date": pa.array(vdate, pa.date32()),
         },
         schema=PAYLOADS,
     )

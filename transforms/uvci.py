@@ -6,7 +6,8 @@ country ISO 3166-1 alpha-2, the check character by Luhn mod N over the charset
 ``A-Z0-9/:`` (N = 38) computed over the whole UVCI *including* the ``URN:UVCI:`` prefix,
 separated by ``#``.
 
-The opaque part is a keyed hash (HMAC-SHA256) of (order id, NVR event id), base32: a
+The opaque part is a keyed hash (BLAKE2b in keyed mode, 80 bits) of (order id, NVR event id),
+base32: a
 rerun gives the same identifier, it carries no personal data and cannot be inverted
 without the key; 80 bits make a collision across the ledger negligible (and the
 ``dcc_payload`` suite checks uniqueness anyway).
@@ -20,7 +21,6 @@ import hmac
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 CHARSET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/:"
@@ -60,63 +60,75 @@ def derive_key(secret: bytes) -> bytes:
     return hmac.new(secret, b"bevis/uvci/v1", hashlib.sha256).digest()
 
 
-def _opaque(key: bytes, order_id: str, event_id: str) -> str:
+def _mac(key: bytes, order_id: str, event_id: str) -> bytes:
+    """Keyed BLAKE2b (a MAC in one C call; faster than HMAC-SHA256 at a million rows)."""
     msg = f"{order_id}\x1f{event_id}".encode()
-    return base64.b32encode(hmac.digest(key, msg, "sha256")[:OPAQUE_BYTES]).decode("ascii")
+    return hashlib.blake2b(msg, digest_size=OPAQUE_BYTES, key=key).digest()
 
 
 def uvci_for(
     order_id: str, event_id: str, key: bytes, country: str = "SE", issuer: str = "EHM"
 ) -> str:
-    """The UVCI of one (order, vaccination event)."""
-    body = f"{PREFIX}{country}:{issuer}/{_opaque(key, order_id, event_id)}"
+    """The UVCI of one (order, vaccination event) — the reference for :func:`uvcis`."""
+    opaque = base64.b32encode(_mac(key, order_id, event_id)).decode("ascii")
+    body = f"{PREFIX}{country}:{issuer}/{opaque}"
     return f"{body}#{luhn_mod_n_check(body)}"
 
 
-def _check_chars(bodies: np.ndarray) -> np.ndarray:
-    """Luhn mod N check characters of equal-length ASCII bodies (a 2-D uint8 matrix)."""
-    import numpy as np
-
-    lut = np.full(256, 255, dtype=np.int64)
-    for i, c in enumerate(CHARSET):
-        lut[ord(c)] = i
-    cps = lut[bodies]
-    if (cps == 255).any():
-        raise ValueError("UVCI body outside the charset")
-    width = bodies.shape[1]
-    # factor 2 on the rightmost character, alternating leftwards
-    factors = np.where((width - 1 - np.arange(width)) % 2 == 0, 2, 1)
-    addends = cps * factors
-    total = (addends // N + addends % N).sum(axis=1)
-    charset = np.frombuffer(CHARSET.encode("ascii"), dtype=np.uint8)
-    return charset[(N - total % N) % N]
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 
-def uvcis(
-    order_ids: pd.Series, event_ids: pd.Series, key: bytes, country: str = "SE", issuer: str = "EHM"
-) -> pd.Series:
-    """Vectorised :func:`uvci_for`: one hash per row, the check characters in numpy."""
-    import numpy as np
-    import pandas as pd
-
+def _prefix(country: str, issuer: str) -> str:
     prefix = f"{PREFIX}{country}:{issuer}/"
     if any(c not in _CP for c in prefix) or len(prefix) + 18 > MAX_LEN:
         raise ValueError(f"country/issuer {country!r}/{issuer!r} not allowed in a UVCI")
-    digest = hmac.digest
-    b32 = base64.b32encode
-    opaque = b"".join(
-        b32(digest(key, f"{o}\x1f{e}".encode(), "sha256")[:OPAQUE_BYTES])
+    return prefix
+
+
+def uvcis(
+    order_ids: pd.Series,
+    event_ids: pd.Series,
+    key: bytes,
+    country: str = "SE",
+    issuer: str = "EHM",
+) -> pd.Series:
+    """Vectorised :func:`uvci_for`: one MAC call per row; base32 and the Luhn mod N check
+    character in numpy (the constant prefix's share of the checksum is computed once)."""
+    import numpy as np
+    import pandas as pd
+
+    prefix = _prefix(country, issuer)
+    n = len(order_ids)
+    blake = hashlib.blake2b
+    size = OPAQUE_BYTES
+    raw = b"".join(
+        blake(f"{o}\x1f{e}".encode(), digest_size=size, key=key).digest()
         for o, e in zip(order_ids.tolist(), event_ids.tolist(), strict=True)
     )
-    n = len(order_ids)
-    width = 16
-    body = np.empty((n, len(prefix) + width), dtype=np.uint8)
-    body[:, : len(prefix)] = np.frombuffer(prefix.encode("ascii"), dtype=np.uint8)
-    body[:, len(prefix) :] = np.frombuffer(opaque, dtype=np.uint8).reshape(n, width)
-    full = np.empty((n, body.shape[1] + 2), dtype=np.uint8)
-    full[:, : body.shape[1]] = body
-    full[:, -2] = ord("#")
-    if n:
-        full[:, -1] = _check_chars(body)
-    strings = full.view(f"S{full.shape[1]}").ravel().astype(str)
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8).reshape(n, size), axis=1)
+    groups = bits.reshape(n, size * 8 // 5, 5) @ np.array([16, 8, 4, 2, 1], dtype=np.uint8)
+    width = groups.shape[1]  # 16 base32 characters
+
+    # Luhn mod N: factor 2 on the rightmost body character, alternating leftwards.
+    cps = np.array([_CP[c] for c in _B32], dtype=np.int64)
+    share = {f: (f * cps) // N + (f * cps) % N for f in (1, 2)}
+    total = np.zeros(n, dtype=np.int64)
+    for j in range(width):
+        factor = 2 if (width - 1 - j) % 2 == 0 else 1
+        total += share[factor][groups[:, j]]
+    constant = 0
+    for i, ch in enumerate(reversed(prefix)):
+        factor = 2 if (width + i) % 2 == 0 else 1
+        addend = factor * _CP[ch]
+        constant += addend // N + addend % N
+    check = np.frombuffer(CHARSET.encode("ascii"), dtype=np.uint8)[(N - (total + constant) % N) % N]
+
+    out = np.empty((n, len(prefix) + width + 2), dtype=np.uint8)
+    out[:, : len(prefix)] = np.frombuffer(prefix.encode("ascii"), dtype=np.uint8)
+    out[:, len(prefix) : len(prefix) + width] = np.frombuffer(_B32.encode("ascii"), dtype=np.uint8)[
+        groups
+    ]
+    out[:, -2] = ord("#")
+    out[:, -1] = check
+    strings = out.view(f"S{out.shape[1]}").ravel().astype(str).astype(object)
     return pd.Series(strings, index=order_ids.index, dtype=object)
