@@ -96,9 +96,15 @@ def issue(payload: dict[str, Any], signer: Signer, *, iat: int, exp: int, iss: s
 _worker_signer: Signer | None = None
 
 
-def _init_worker(settings: Settings | None) -> None:
+def _init_worker(settings: Settings | None, environ: dict[str, str]) -> None:
+    """Open this worker's own signer. The caller's environment comes along explicitly:
+    the forkserver may have been started earlier, with another environment, and a
+    PKCS#11 module reads its configuration (e.g. SOFTHSM2_CONF) from it."""
     global _worker_signer
     from signing.keys import load_signer
+
+    os.environ.clear()
+    os.environ.update(environ)
 
     _worker_signer = load_signer(settings)
 
@@ -177,7 +183,10 @@ def _run(
     chunks = [(payloads[i : i + size], iat, exp, iss, checked) for i in range(0, n, size)]
     out: list[Any] = []
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=_context(), initializer=_init_worker, initargs=(s,)
+        max_workers=workers,
+        mp_context=_context(),
+        initializer=_init_worker,
+        initargs=(s, dict(os.environ)),
     ) as pool:
         for part in pool.map(_sign_chunk, chunks):
             out.extend(part)

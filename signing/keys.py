@@ -120,19 +120,32 @@ def file_signer(key_dir: Path, passphrase: str | None = None) -> Signer:
     return Signer(dsc=dsc, alg=alg, provider="file", _sign=_file_sign(key, alg))
 
 
+_SESSIONS: dict[tuple[str, str], Any] = {}
+
+
 def _pkcs11_session(module: str, token_label: str, pin: str):
+    """One logged-in session per token and process. PKCS#11 login state belongs to the
+    process: a second ``C_Login`` fails with UserAlreadyLoggedIn, so sessions are reused."""
     import pkcs11
 
+    cached = _SESSIONS.get((module, token_label))
+    if cached is not None:
+        return cached
     try:
         lib = pkcs11.lib(module)
         token = lib.get_token(token_label=token_label)
-        return token.open(user_pin=pin, rw=True)
+        try:
+            session = token.open(user_pin=pin, rw=True)
+        except pkcs11.exceptions.UserAlreadyLoggedIn:
+            session = token.open(rw=True)
     except pkcs11.exceptions.PKCS11Error as exc:
         raise SigningKeyError(
             f"PKCS#11 token {token_label!r} via {module}: {type(exc).__name__}"
         ) from exc
     except Exception as exc:  # missing module file, no such token
         raise SigningKeyError(f"PKCS#11 token {token_label!r} via {module}: {exc}") from exc
+    _SESSIONS[(module, token_label)] = session
+    return session
 
 
 def _token_dsc(session: Any, label: str) -> x509.Certificate | None:
@@ -353,23 +366,22 @@ def _pkcs11_generate(settings: Settings) -> Any:
     session = _pkcs11_session(
         settings.pkcs11_module, settings.pkcs11_token_label, settings.pkcs11_pin.get_secret_value()
     )
-    with session:
-        for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE):
-            for obj in list(session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label})):
-                obj.destroy()
-        params = session.create_domain_parameters(
-            KeyType.EC,
-            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
-            local=True,
-        )
-        pub, _priv = params.generate_keypair(
-            store=True,
-            label=label,
-            private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
-        )
-        from asn1crypto.core import OctetString
+    for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE):
+        for obj in list(session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label})):
+            obj.destroy()
+    params = session.create_domain_parameters(
+        KeyType.EC,
+        {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+        local=True,
+    )
+    pub, _priv = params.generate_keypair(
+        store=True,
+        label=label,
+        private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
+    )
+    from asn1crypto.core import OctetString
 
-        point = OctetString.load(pub[Attribute.EC_POINT]).native
+    point = OctetString.load(pub[Attribute.EC_POINT]).native
     return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
 
 
