@@ -171,10 +171,9 @@ def _redacted(err: Any) -> str:
     return f"{where}: fails {err.validator}"
 
 
-def issuance_problems(payload: Any) -> list[str]:
-    """Why a payload may not be signed — schema by its ``ver`` (with formats) and *active*
-    value sets — in words safe for logs: field paths and rules, codes, never personal
-    values. Empty when it may be signed."""
+def redacted_schema_errors(payload: Any) -> list[str]:
+    """Schema violations by the payload's ``ver`` (with formats), in words safe for logs:
+    field paths and rules, never the offending personal values."""
     if not isinstance(payload, dict):
         return [f"payload is {type(payload).__name__}, not an object"]
     ver = payload.get("ver")
@@ -184,13 +183,20 @@ def issuance_problems(payload: Any) -> list[str]:
     if version is None:
         return [f"ver: unknown schema version {ver[:20]!r}"]
     if _fast_valid(version, payload):
-        errors: list[str] = []
-    else:
-        validator = _validator(version)
-        errors = [
-            _redacted(e)
-            for e in sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
-        ]
+        return []
+    validator = _validator(version)
+    return [
+        _redacted(e)
+        for e in sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
+    ]
+
+
+def issuance_problems(payload: Any) -> list[str]:
+    """Why a payload may not be signed — schema by its ``ver`` (with formats) and *active*
+    value sets — in words safe for logs. Empty when it may be signed."""
+    errors = redacted_schema_errors(payload)
+    if errors and not isinstance(payload, dict):
+        return errors
     return errors + value_set_errors(payload, active_only=True)
 
 

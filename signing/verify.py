@@ -251,10 +251,10 @@ def key_usage_problem(dcc: Any, dsc: x509.Certificate) -> str | None:
 
 def schema_problems(dcc: Any) -> list[str]:
     """Schema (by the payload's ``ver``) and value-set membership (inactive codes are fine
-    in a certificate already issued)."""
-    from signing.dcc import schema_errors, value_set_errors
+    in a certificate already issued). Reasons name fields and rules, never values."""
+    from signing.dcc import redacted_schema_errors, value_set_errors
 
-    errors = schema_errors(dcc)
+    errors = redacted_schema_errors(dcc)
     if not errors:
         types = certificate_types(dcc)
         if len(types) != 1:
