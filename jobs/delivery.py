@@ -268,70 +268,62 @@ class Courier:
             self.fallback(item, "message_invalid")
             return
         reached_operator = False
+        reason = "retry_budget_spent"
+        budget = self.s.mailbox_max_attempts
+        deadline = time.monotonic() + budget * max(
+            self.s.mailbox_backoff_max_s, self.s.mailbox_breaker_cooldown_s
+        )
         async with sem:
-            for attempt in range(1, self.s.mailbox_max_attempts + 1):
+            attempts = 0
+            while attempts < budget:
                 if in_service_window(self.windows):
                     self.defer(item, "service_window")
                     return
                 try:
                     receipt = await self.adapter.deliver(reach.service_address, message)
                 except CircuitOpenError as exc:
-                    self.writer.attempt(
-                        item, "digital", "FAILED", operator=op, key=key, reason="circuit_open"
-                    )
-                    wait = exc.retry_in
+                    # Not attempted: wait for the breaker's trial call, within a deadline.
+                    if time.monotonic() + exc.retry_in > deadline:
+                        reason = "operator_unavailable"
+                        break
+                    await asyncio.sleep(exc.retry_in)
+                    continue
                 except TransientError as exc:
+                    attempts += 1
                     reached_operator = True
                     self.writer.attempt(
-                        item,
-                        "digital",
-                        "FAILED",
-                        operator=op,
-                        key=key,
-                        http_status=exc.http_status,
-                        reason=str(exc),
-                    )
-                    if (
-                        exc.retry_after is not None
-                        and exc.retry_after > self.s.mailbox_backoff_max_s
-                    ):
-                        break  # the operator asks for more than our budget allows
-                    wait = self.delay(attempt, exc.retry_after)
+                        item, "digital", "FAILED", operator=op, key=key,
+                        http_status=exc.http_status, reason=str(exc),
+                    )  # fmt: skip
+                    if (exc.retry_after or 0) > self.s.mailbox_backoff_max_s:
+                        reason = "retry_after_exceeds_budget"
+                        break
+                    wait = self.delay(attempts, exc.retry_after)
                 except PermanentError as exc:
                     self.writer.attempt(
-                        item,
-                        "digital",
-                        "FAILED",
-                        operator=op,
-                        key=key,
-                        http_status=exc.http_status,
-                        reason=str(exc),
-                    )
+                        item, "digital", "FAILED", operator=op, key=key,
+                        http_status=exc.http_status, reason=str(exc),
+                    )  # fmt: skip
                     self.fallback(item, f"rejected_http_{exc.http_status}")
                     return
                 else:
                     self.writer.attempt(
-                        item,
-                        "digital",
-                        "DELIVERED",
-                        operator=op,
-                        key=key,
-                        receipt=receipt.transaction_id,
-                        http_status=receipt.http_status,
+                        item, "digital", "DELIVERED", operator=op, key=key,
+                        receipt=receipt.transaction_id, http_status=receipt.http_status,
                         latency_ms=receipt.latency_ms,
                         reason="duplicate_key" if receipt.duplicate else None,
-                    )
+                    )  # fmt: skip
                     self.writer.final(item, "DIGITAL", "delivered")
                     self.sent += 1
                     await self.maybe_flush()
                     return
-                if attempt < self.s.mailbox_max_attempts:
+                if attempts < budget:
                     await asyncio.sleep(wait)
-            # The retry budget is spent. If a request may have reached the operator, ask it
-            # before anything else: paper after a lost acknowledgement would be a second copy.
+            # The budget is spent. If a request may have reached the operator, ask it first:
+            # paper after a lost acknowledgement would be a second copy.
             if reached_operator:
                 try:
-                    receipt = await self.adapter.status(reach.service_address, key)
+                    receipt = await self.confirm(reach.service_address, key)
                 except MailboxError:
                     self.defer(item, "delivery_unconfirmed")
                     return
@@ -343,7 +335,27 @@ class Courier:
                     )  # fmt: skip
                     self.writer.final(item, "DIGITAL", "delivered_confirmed")
                     return
-            self.fallback(item, "retry_budget_spent")
+            self.fallback(item, reason)
+
+    async def confirm(self, service_address: str, key: str):
+        """The operator's receipt for ``key`` or None; retried like a delivery. Raises
+        MailboxError when the operator cannot say."""
+        from jobs.mailbox import CircuitOpenError, MailboxError, TransientError
+
+        deadline = time.monotonic() + self.s.mailbox_max_attempts * max(
+            self.s.mailbox_backoff_max_s, self.s.mailbox_breaker_cooldown_s
+        )
+        for attempt in range(1, self.s.mailbox_max_attempts + 1):
+            try:
+                return await self.adapter.status(service_address, key)
+            except CircuitOpenError as exc:
+                wait = exc.retry_in
+            except TransientError as exc:
+                wait = self.delay(attempt, exc.retry_after)
+            if time.monotonic() + wait > deadline:
+                break
+            await asyncio.sleep(wait)
+        raise MailboxError(f"no status from {service_address}")
 
 
 def _pending_items(

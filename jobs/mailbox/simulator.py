@@ -213,7 +213,13 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
     db_path = s.simulator_db or s.resolved_data_dir() / "mailbox-sim.db"
     store = MailboxStore(Path(db_path))
     faults = FaultState(s)
-    app = FastAPI(title="bevis mailbox simulator", docs_url=None, redoc_url=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        store.close()
+
+    app = FastAPI(title="bevis mailbox simulator", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.store = store
     app.state.faults = faults
     stats = {"lookups": 0, "deliveries": 0, "duplicates": 0, "errors": 0, "outage": 0}
@@ -314,10 +320,6 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
                     (now, datetime.fromtimestamp(time.time() + float(data["seconds"]), UTC))
                 )
         return {"ok": True}
-
-    @app.on_event("shutdown")
-    async def _close() -> None:
-        store.close()
 
     return app
 
