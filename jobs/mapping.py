@@ -81,7 +81,7 @@ def map_run(run_id: str, settings: Settings | None = None) -> MapResult:
     missing = [f.name for f in EXTRACT if f.name not in table.column_names]
     if missing:
         raise ValueError(f"run {run_id}: {source.name} lacks columns {missing}")
-    rows = table.select(EXTRACT.names).to_pandas()
+    rows = table.select(EXTRACT.names).to_pandas(date_as_object=False)
     mapped = map_frame(rows, map_config(s))
     write_parquet_atomic(mapped.payloads, paths.payloads)
     entries = mapped.quarantine
