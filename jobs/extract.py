@@ -306,3 +306,62 @@ def extract(
         no_vaccination=result_.no_vaccination,
     )
     return result_
+
+
+def _bench_child() -> None:
+    """Run in a fresh process by :func:`bench_extract`: extract, print figures as JSON."""
+    import resource
+    import time
+
+    t0 = time.perf_counter()
+    r = extract("bench")
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": r.rows, "orders": r.orders, "seconds": seconds, "peak": peak}))
+
+
+def bench_extract(persons: int, db: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Seed a scratch register, then extract all of it in a fresh process (so that its
+    peak RSS is the extract's alone) and return the figures."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from sqlalchemy.engine import make_url
+
+    from jobs.seed import seed as run_seed
+
+    base = get_settings().resolved_data_dir() / "bench"
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="extract-", dir=base)
+    try:
+        s = get_settings(data_dir=tmp)
+        url = db or s.resolved_source_url()
+        m = run_seed(persons, seed=seed, url=url, settings=s)
+        env = {**os.environ, "BEVIS_DATA_DIR": tmp, "BEVIS_SOURCE_URL": url}
+        out = subprocess.run(
+            [sys.executable, "-c", "from jobs.extract import _bench_child; _bench_child()"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        child = json.loads(out.strip().splitlines()[-1])
+        if child["rows"] != m.expected_extract["rows"]:
+            raise ExtractError("bench: extract and manifest disagree on the row count")
+        return {
+            "bench": "extract",
+            "db": make_url(url).get_backend_name(),
+            "persons": persons,
+            "seed_seconds": m.seconds,
+            "rows": child["rows"],
+            "orders": child["orders"],
+            "seconds": round(child["seconds"], 3),
+            "rows_per_s": round(child["rows"] / child["seconds"]),
+            "peak_rss_mb": round(child["peak"], 1),
+            "load": [round(x, 2) for x in os.getloadavg()],
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -158,7 +158,10 @@ class _Generator:
         w = np.where(years > 2002, 0.8, w)
         year = rng.choice(years, size=n, p=w / w.sum())
         start = np.array(
-            [(np.datetime64(f"{y}-01-01", "D") - EPOCH).astype(np.int64) for y in range(1916, 2010)],
+            [
+                (np.datetime64(f"{y}-01-01", "D") - EPOCH).astype(np.int64)
+                for y in range(1916, 2010)
+            ],
             dtype=np.int64,
         )[year - 1916]
         length = np.where((year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0)), 366, 365)
@@ -827,3 +830,48 @@ def seed(
         seconds=manifest.seconds,
     )
     return manifest
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB (Linux reports KB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def bench_seed(persons: int, db: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Seed a scratch register (a temporary SQLite file unless ``db`` names a scratch
+    database) and return the figures."""
+    import os
+    import shutil
+    import tempfile
+
+    from sqlalchemy.engine import make_url
+
+    from jobs.settings import get_settings
+
+    base = get_settings().resolved_data_dir() / "bench"
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="seed-", dir=base)
+    try:
+        s = get_settings(data_dir=tmp)
+        url = db or s.resolved_source_url()
+        m = seed_fn(persons, seed=seed, url=url, settings=s)
+        rows = m.persons + m.events + m.orders
+        return {
+            "bench": "seed",
+            "db": make_url(url).get_backend_name(),
+            "persons": persons,
+            "events": m.events,
+            "orders": m.orders,
+            "seconds": m.seconds,
+            "persons_per_s": round(persons / m.seconds),
+            "rows_per_s": round(rows / m.seconds),
+            "peak_rss_mb": peak_rss_mb(),
+            "load": [round(x, 2) for x in os.getloadavg()],
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+seed_fn = seed

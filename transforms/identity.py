@@ -212,7 +212,11 @@ def pseudonymise(person_ids: Any, key: bytes | str) -> Any:
     items: Iterable = _to_list(person_ids)
     digest = hmac.digest
     out = [
-        None if v is None else digest(k, str(v).encode("utf-8"), "sha256").hex()[:PID_LENGTH]
+        digest(k, (v if isinstance(v, str) else str(v)).encode("utf-8"), "sha256").hex()[
+            :PID_LENGTH
+        ]
+        if isinstance(v, str | int) and not isinstance(v, bool)
+        else None  # None, NaN, pd.NA: missing stays missing
         for v in items
     ]
     if hasattr(person_ids, "to_pylist"):
