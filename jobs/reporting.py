@@ -33,7 +33,7 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from jobs.log import get_logger
 from jobs.settings import Settings, get_settings
@@ -472,35 +472,25 @@ def publish(
     migrate("reporting", url)
     tables: dict[str, pd.DataFrame] = {}
     figures: dict[str, Any] = {}
-    with Session(engine(url)) as session:
-        refreshed_at = session.scalar(select(func.max(RefreshLog.refreshed_at)))
-        issuance = [
-            r for r in session.scalars(select(IssuanceFact)) if _in_range(r.day, date_from, date_to)
-        ]
-        people = [
-            r
-            for r in session.scalars(select(PeopleFact).order_by(PeopleFact.day))
-            if date_to is None or r.day <= date_to
-        ]
-        quarantine = [
-            r
-            for r in session.scalars(select(QuarantineFact))
-            if _in_range(r.day, date_from, date_to)
-        ]
-        delivery = [
-            r for r in session.scalars(select(DeliveryFact)) if _in_range(r.day, date_from, date_to)
-        ]
-        hist = [
-            r
-            for r in session.scalars(select(LatencyBucket))
-            if _in_range(r.day, date_from, date_to)
-        ]
-        runs = [
-            r
-            for r in session.scalars(select(RunFact).order_by(RunFact.started_at))
-            if _in_range(r.day, date_from, date_to)
-        ]
-        steps = session.scalars(select(RunStepFact)).all()
+
+    def in_range(model, lower: bool = True):
+        q = select(model.__table__)
+        if date_from is not None and lower:
+            q = q.where(model.day >= date_from)
+        if date_to is not None:
+            q = q.where(model.day <= date_to)
+        return q
+
+    with engine(url).connect() as conn:
+        refreshed_at = conn.execute(select(func.max(RefreshLog.refreshed_at))).scalar()
+        issuance = conn.execute(in_range(IssuanceFact)).all()
+        people = conn.execute(in_range(PeopleFact, lower=False).order_by(PeopleFact.day)).all()
+        quarantine = conn.execute(in_range(QuarantineFact)).all()
+        delivery = conn.execute(in_range(DeliveryFact)).all()
+        hist = conn.execute(in_range(LatencyBucket)).all()
+        runs = conn.execute(in_range(RunFact).order_by(RunFact.started_at)).all()
+        steps = conn.execute(select(RunStepFact.__table__)).all()
+    refreshed_at = _as_utc(refreshed_at)
 
     # certificates: linked tables, one suppression problem
     counts: dict = {}

@@ -42,6 +42,7 @@ import numpy as np
 Key = tuple[tuple[str, str], ...]
 ALL = "All"  # label of a margin in published tables
 
+MAX_TRIES = 40  # candidates tried per fixed cell in pass 2 before taking the best-ranked one
 PUBLISHED = ""
 PRIMARY = "primary"
 SECONDARY = "secondary"
@@ -148,6 +149,11 @@ def _preference(key: Key, value: int) -> tuple[int, int, int]:
     return (value == 0, -len(key), value)
 
 
+def _ranked(candidates: set[Key], counts: Mapping[Key, int]) -> list[Key]:
+    """Complement candidates, best first; the grand total only when nothing else is left."""
+    return sorted(candidates, key=lambda m: (m == (), _preference(m, counts[m]), m))
+
+
 def determined_cells(
     cells: Mapping[Key, int], relations: Sequence[Relation], withheld: set[Key]
 ) -> set[Key]:
@@ -221,19 +227,37 @@ def suppress(
                 if c is not None:
                     status[c] = SECONDARY
                     changed = True
-    # Pass 2: exact audit.
+    # Pass 2: exact audit. For a cell the published values still fix, withhold the best
+    # candidate (by preference; the grand total last) that actually frees it, trying the
+    # cell's own relations first, then every relation touching a withheld cell.
     while True:
         withheld = {k for k, s in status.items() if s}
         fixed = determined_cells(counts, relations, withheld)
         if not fixed:
             break
         target = min(fixed)
-        c = complement(by_member.get(target, []))
-        if c is None:  # every neighbour withheld: widen to any relation touching a withheld cell
-            c = complement(r for r in relations if any(status[m] for m in r.members))
-        if c is None:
+        own = _ranked(
+            {m for r in by_member.get(target, []) for m in r.members if not status[m]}, counts
+        )
+        near = _ranked(
+            {
+                m
+                for r in relations
+                if any(status[x] for x in r.members)
+                for m in r.members
+                if not status[m]
+            },
+            counts,
+        )
+        if not near:
             break  # everything withheld; nothing can be fixed any more
-        status[c] = SECONDARY
+        choice = None
+        own_set = set(own)
+        for c in [*own, *(m for m in near if m not in own_set)][:MAX_TRIES]:
+            if target not in determined_cells(counts, relations, withheld | {c}):
+                choice = c
+                break
+        status[choice if choice is not None else (own or near)[0]] = SECONDARY
     return Suppressed(counts, status, list(relations), threshold)
 
 
