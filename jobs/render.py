@@ -235,3 +235,44 @@ def iter_pdfs(batch_id: str, uvcis: Iterable[str], settings: Settings | None = N
     folder = RunPaths.of(run_of(batch_id), settings).pdf_dir(batch_id)
     for uvci in uvcis:
         yield uvci, folder / pdf_name(uvci)
+
+
+def bench_render(n: int = 2000, workers: int | None = None) -> dict[str, Any]:
+    """PDFs per second on all cores (process pool, including its start) and on one core,
+    from synthetic certificates with realistic HC1 sizes, into a temporary folder."""
+    import tempfile
+    import time
+
+    from jobs.mailbox.drill import drill_payload, unsigned_hc1
+
+    s = get_settings()
+    n_workers = workers or s.resolved_workers()
+    items = []
+    for i in range(n):
+        uvci = f"URN:UVCI:01:SE:EHM/BENCH{i:010d}"
+        payload = drill_payload(i, uvci)
+        items.append(
+            RenderItem(
+                uvci, unsigned_hc1(payload, 1767225600, 1798761600), 1798761600, json.dumps(payload)
+            )
+        )
+    result: dict[str, Any] = {"n": n, "workers": n_workers, "load_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="bevis-bench-render-") as tmp:
+        t0 = time.perf_counter()
+        counts = render_items(items, Path(tmp) / "all", s, n_workers)
+        all_s = time.perf_counter() - t0
+        sizes = [p.stat().st_size for p in (Path(tmp) / "all").iterdir()]
+        single = items[: max(1, n // 4)]
+        t0 = time.perf_counter()
+        render_items(single, Path(tmp) / "one", s, 1)
+        one_s = time.perf_counter() - t0
+    result.update(
+        rendered=counts["rendered"],
+        seconds=round(all_s, 3),
+        pdfs_per_s=round(n / all_s, 1),
+        one_core_pdfs_per_s=round(len(single) / one_s, 1),
+        mean_pdf_bytes=round(sum(sizes) / len(sizes)),
+        hc1_chars=round(sum(len(i.hc1) for i in items) / n),
+        load_after=os.getloadavg(),
+    )
+    return result

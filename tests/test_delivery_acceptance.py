@@ -179,7 +179,8 @@ def test_paper_queue_manifest_and_print_pdf(bevis_env: Path) -> None:
         result = deliver_batch(batch_id, get_settings(mailbox_url=sim_url, **FAST))
     assert (result["PAPER"], result["DEFERRED"], result["print_pages"]) == (n - 1, 1, n - 1)
     folder = RunPaths.of("acc4").print_dir(batch_id)
-    rows = list(csv.DictReader(open(folder / "manifest.csv", encoding="utf-8")))
+    with open(folder / "manifest.csv", encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     assert len(rows) == n - 1 and all(r["street"] and r["postcode"] for r in rows)
     assert [r["postcode"] for r in rows] == sorted(r["postcode"] for r in rows)
     assert all(r["document"] == pdf_name(r["uvci"]) for r in rows)

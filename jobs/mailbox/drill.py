@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from pathlib import Path
 from typing import Any
 
 from jobs.settings import Settings, get_settings
@@ -162,3 +163,71 @@ def synthetic_batch(
         session.flush()
         session.add_all(certs)
     return batch_id
+
+
+def bench_deliver(
+    n: int = 5000, url: str | None = None, concurrency: int | None = None
+) -> dict[str, Any]:
+    """Messages per second from deliver_batch to the simulator (started as its own
+    process on a free port unless ``url`` is given), on a synthetic batch in a temporary
+    data folder. PDFs are rendered before the clock starts."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    import httpx
+
+    from jobs.delivery import deliver_batch
+    from jobs.mailbox.simulator import free_port
+    from jobs.render import render_batch
+
+    with tempfile.TemporaryDirectory(prefix="bevis-bench-deliver-") as tmp:
+        overrides: dict[str, Any] = {"data_dir": Path(tmp)}
+        if concurrency:
+            overrides["mailbox_concurrency"] = concurrency
+        proc = None
+        if url is None:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            env = {**os.environ, "BEVIS_DATA_DIR": tmp}
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jobs.cli", "simulator", "mailbox", "--port", str(port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{url}/_admin/stats", timeout=1).raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline or (proc and proc.poll() is not None):
+                        raise RuntimeError("mailbox simulator did not start") from None
+                    time.sleep(0.1)
+            s = get_settings(mailbox_url=url, **overrides)
+            batch_id = synthetic_batch("bench", n, s)
+            render_batch(batch_id, s)
+            load_before = os.getloadavg()
+            t0 = time.perf_counter()
+            result = deliver_batch(batch_id, s)
+            seconds = time.perf_counter() - t0
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=10)
+    return {
+        "n": n,
+        "concurrency": s.mailbox_concurrency,
+        "seconds": round(seconds, 3),
+        "digital": result["DIGITAL"],
+        "paper": result["PAPER"],
+        "deferred": result["DEFERRED"],
+        "messages_per_s": round(result["DIGITAL"] / seconds, 1),
+        "certificates_per_s": round(n / seconds, 1),
+        "ledger_rows": result["attempts"],
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+    }
