@@ -109,3 +109,12 @@ def test_bad_table_rows_are_named(tmp_path: Path) -> None:
     path.write_text(header + "Y,,Comirnaty,EU/1/20/1507,ORG-100030215,1119349007,2,,\n")
     problems = prod.table_problems(prod.load_products(path))
     assert any("encoding instructions say 'EU/1/20/1528'" in p for p in problems)
+
+
+def test_known_products_and_authorisation_dates_cover_names_and_npl_ids() -> None:
+    known = prod.known_products()
+    assert {"comirnaty", "covid-19 vaccine janssen", "20201222100013", "vidprevtyn"} <= known
+    assert "sputnik v" not in known
+    dates = prod.authorised_from()
+    assert dates["20210312100015"] == dates["jcovden"] == "2021-03-11"
+    assert "vidprevtyn" not in dates  # never authorised

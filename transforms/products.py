@@ -118,6 +118,22 @@ def load_products(path: Path | None = None) -> ProductTable:
     return table
 
 
+def known_products(table: ProductTable | None = None) -> frozenset[str]:
+    """Every lookup key the table knows — normalised names and NPL-ids — whether issuable
+    or not (for the nvr_extract suite's ``unknown_product`` check)."""
+    return frozenset((table or load_products()).by_key)
+
+
+def authorised_from(table: ProductTable | None = None) -> dict[str, str]:
+    """Lookup key (normalised name or NPL-id) → EU authorisation date (YYYY-MM-DD), for the
+    ``before_authorisation`` check; keys without a date are left out."""
+    return {
+        k: p.authorised_from
+        for k, p in (table or load_products()).by_key.items()
+        if p.authorised_from
+    }
+
+
 def table_problems(table: ProductTable | None = None) -> list[str]:
     """Rows that disagree with the EU value sets or encoding instructions (empty = good)."""
     table = table or load_products()
