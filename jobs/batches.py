@@ -397,13 +397,19 @@ def rerun(
     settings: Settings | None = None,
     on_step: Callable[[str, str], None] | None = None,
     validate_signed: bool = True,
+    through: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the missing steps of each batch directly (the CLI's ``batches rerun``), with the
-    signed_batch suite after sign as in the DAG (when jobs.validate is installed). Goes on
-    with the next batch when one fails; each result says what happened."""
+    signed_batch suite after sign as in the DAG (when jobs.validate is installed), up to and
+    including ``through`` (default: every installed step). Goes on with the next batch when
+    one fails; each result says what happened."""
     s = settings or get_settings()
     eng = ledger(s)
     steps_here = available_steps()
+    if through is not None:
+        if through not in STEPS:
+            raise ValueError(f"unknown step {through!r}; expected one of {', '.join(STEPS)}")
+        steps_here = [st for st in steps_here if STEP_RANK[st] <= STEP_RANK[through]]
     results = []
     for bid in batch_ids:
         with eng.connect() as conn:
@@ -458,7 +464,10 @@ def _validate_signed(batch_id: str, settings: Settings) -> None:
     from jobs.validate import validate
 
     run_id, _ = parse_batch_id(batch_id)
-    validate(run_id, "signed_batch", settings=settings, batch_id=batch_id)
+    try:
+        validate(run_id, "signed_batch", settings=settings, batch_id=batch_id)
+    except NotImplementedError:  # the suite is not built in this deployment yet
+        log.warning("signed_batch suite not available; skipped", batch_id=batch_id)
 
 
 # --------------------------------------------------------------------------- sign

@@ -266,11 +266,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             None, "--dag-run-id", help="Default: the DAG run that belongs to the batch's run."
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="With --via-airflow: only show."),
+        through: str | None = typer.Option(
+            None, "--through", help="Stop after this step (sign|render|deliver); default: all."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Run the missing steps of batches (by id, or --failed), with a progress bar; or
         have Airflow do it (--via-airflow). Exit 1 when a batch still fails."""
-        from jobs.batches import batches_of, parse_batch_id, reap_interrupted, rerun
+        from jobs.batches import STEPS, batches_of, parse_batch_id, reap_interrupted, rerun
 
         if bool(batch_ids) == failed:
             _fail("name batch ids or pass --failed (not both)")
@@ -286,6 +289,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             except ValueError as exc:
                 _fail(str(exc))
             ids = list(batch_ids)
+        if through is not None and through not in STEPS:
+            _fail(f"--through must be one of {', '.join(STEPS)}")
         if not ids:
             _echo_json([]) if json_out else typer.echo("nothing to rerun: no failed batches")
             return
@@ -309,7 +314,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 def on_step(b: str, st: str, _bar=bar, _task=task) -> None:
                     _bar.update(_task, description=f"{b} {st}")
 
-                results.extend(rerun([bid], on_step=on_step))
+                results.extend(rerun([bid], on_step=on_step, through=through))
                 bar.advance(task)
         if json_out:
             _echo_json(results)
