@@ -43,6 +43,7 @@ log = get_logger(__name__)
 DIGITAL_REFERENCE = 0.73  # share delivered digitally that management followed
 PENDING = "PENDING"  # channel of a certificate whose delivery has not ended yet
 UNKNOWN = "unknown"  # label of a missing dimension value in published tables
+NO_OPERATOR = "(none)"  # operator of a certificate without a successful delivery attempt
 # Latency histogram: bucket upper bounds in ms, 2^(k/8) — about 9 % wide, mergeable over days
 LATENCY_BUCKETS_PER_OCTAVE = 8
 
@@ -503,7 +504,7 @@ def publish(
             product=_label(r.product),
             dose=f"{r.dn}/{r.sd}" if r.dn is not None and r.sd is not None else UNKNOWN,
             cert_type=r.cert_type,
-            operator=_label(r.operator),
+            operator=r.operator or NO_OPERATOR,
             run=r.run_id,
         )
         counts[k] = counts.get(k, 0) + r.certificates
@@ -681,6 +682,14 @@ def build_report(
     target = write_text_atomic(render_report(pub), out_dir / "report.html")
     log.info("report written", path=str(target), tables=len(pub.tables))
     return target
+
+
+def report_for_run(run_id: str, settings: Settings | None = None) -> Path:
+    """The report as the last step of a run: refreshed from the ledger, written to the
+    run's folder (``RunPaths.report_dir``), covering every day in the ledger."""
+    from jobs.storage import RunPaths
+
+    return build_report(RunPaths.of(run_id, settings).report_dir, settings=settings)
 
 
 # --- synthetic ledger (tests and ``bevis bench report``) ------------------------------------

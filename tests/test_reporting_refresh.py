@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from jobs.db import engine
 from jobs.ledger import Certificate, Delivery, QuarantineEntry
 from jobs.reporting import (
+    NO_OPERATOR,
     PENDING,
     UNKNOWN,
     DeliveryFact,
@@ -54,7 +55,9 @@ def ledger_truth(url: str) -> dict:
             ok = [
                 d.operator for d in c.deliveries if d.status.value in ("DELIVERED", "QUEUED_PAPER")
             ]
-            operators[(max(ok) if ok else UNKNOWN, c.outcome.value if c.outcome else PENDING)] += 1
+            operators[
+                (max(ok) if ok else NO_OPERATOR, c.outcome.value if c.outcome else PENDING)
+            ] += 1
         quarantine = Counter(
             (q.at.date().isoformat(), q.reason_code)
             for q in s.scalars(select(QuarantineEntry)).all()
