@@ -197,9 +197,74 @@ def issuance_problems(payload: Any) -> list[str]:
     errors = redacted_schema_errors(payload)
     if errors and not isinstance(payload, dict):
         return errors
+    if not errors and _all_codes_active(payload):
+        return []
     return errors + value_set_errors(payload, active_only=True)
+
+
+@cache
+def _gate_by_field() -> tuple[tuple[str, tuple[tuple[str, bool, frozenset[str]], ...]], ...]:
+    """Per entry type: (field, open set?, codes) — for closed sets the active codes, for
+    the open test-manf-example set the known but inactive ones."""
+    out = []
+    for kind, fields in VALUE_SET_FIELDS.items():
+        rules = []
+        for f, vs in fields.items():
+            if vs == "test-manf-example":
+                rules.append((f, True, frozenset(valueset(vs)) - active_codes(vs)))
+            else:
+                rules.append((f, False, active_codes(vs)))
+        out.append((kind, tuple(rules)))
+    return tuple(out)
+
+
+def _all_codes_active(payload: dict[str, Any]) -> bool:
+    """Hot-path twin of ``value_set_errors(payload, active_only=True) == []``."""
+    for kind, rules in _gate_by_field():
+        entries = payload.get(kind)
+        if not isinstance(entries, list):
+            continue
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            for f, is_open, codes in rules:
+                if f not in entry:
+                    continue
+                code = entry[f]
+                if not isinstance(code, str):
+                    if not is_open:
+                        return False
+                    continue
+                if (code in codes) if is_open else (code not in codes):
+                    return False
+    return True
+
+
+@cache
+def _fast_validator(version: str):
+    """The schema compiled to Python by fastjsonschema (~20x faster than jsonschema on a
+    DCC). It speaks draft-07, which covers every keyword the DCC schemas use ($defs is only
+    a JSON-pointer target); formats are delegated to jsonschema's own format checker so the
+    two agree (tests/test_signing_dcc_gate.py)."""
+    import fastjsonschema
+
+    schema = dict(_data("schema", f"{version}.json"))
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    checker = _validator(version).format_checker
+    formats = {
+        name: (lambda value, name=name: checker.conforms(value, name)) for name in checker.checkers
+    }
+    return fastjsonschema.compile(schema, formats=formats)
 
 
 def _fast_valid(version: str, payload: Any) -> bool:
     """Hot-path schema check; the reasons come from jsonschema only when it fails."""
-    return _validator(version).is_valid(payload)
+    import fastjsonschema
+
+    try:
+        _fast_validator(version)(payload)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    except Exception:  # anything odd: let jsonschema decide and explain
+        return _validator(version).is_valid(payload)
+    return True

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import unicodedata
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -68,13 +69,33 @@ def _check(signer: Signer, iat: int, exp: int) -> None:
         raise ValidityError(f"exp {_iso(exp)} is not after iat {_iso(iat)}")
 
 
-def _hc1(payload: dict[str, Any], signer: Signer, iss: str, iat: int, exp: int) -> str:
+def _json_number(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def parse_payload(text: str) -> tuple[Any, bool]:
+    """(payload, clean) from JSON text. ``clean`` is true when the text proves the payload
+    needs no :func:`signing.cwt.clean` pass (no null, no escapes, already NFC; integral
+    floats become ints while parsing) — saving ~10 µs a certificate."""
+    payload = json.loads(text, parse_float=_json_number)
+    is_clean = (
+        "null" not in text
+        and "\\u" not in text
+        and (text.isascii() or unicodedata.is_normalized("NFC", text))
+    )
+    return payload, is_clean
+
+
+def _hc1(
+    payload: dict[str, Any], signer: Signer, iss: str, iat: int, exp: int, is_clean: bool = False
+) -> str:
     claims = cbor2.dumps(
         {
             CLAIM_ISS: iss,
             CLAIM_IAT: iat,
             CLAIM_EXP: exp,
-            CLAIM_HCERT: {HCERT_EU_DCC: clean(payload)},
+            CLAIM_HCERT: {HCERT_EU_DCC: payload if is_clean else clean(payload)},
         }
     )
     protected = signer.protected
@@ -115,8 +136,14 @@ def _sign_chunk(args: tuple[Sequence[dict[str, Any] | str], int, int, str, bool]
     assert signer is not None, "worker signer not initialised"
     if checked:
         return [_checked(p, signer, iss, iat, exp) for p in payloads]
-    loads = json.loads
-    return [_hc1(loads(p) if isinstance(p, str) else p, signer, iss, iat, exp) for p in payloads]
+    return [_hc1_any(p, signer, iss, iat, exp) for p in payloads]
+
+
+def _hc1_any(item: dict[str, Any] | str, signer: Signer, iss: str, iat: int, exp: int) -> str:
+    if isinstance(item, str):
+        payload, is_clean = parse_payload(item)
+        return _hc1(payload, signer, iss, iat, exp, is_clean)
+    return _hc1(item, signer, iss, iat, exp)
 
 
 def _checked(
@@ -126,17 +153,19 @@ def _checked(
     *active* value sets before it may be signed. Reasons never quote personal data."""
     from signing.dcc import issuance_problems
 
+    is_clean = False
     if isinstance(item, str):
         try:
-            payload = json.loads(item)
+            payload, is_clean = parse_payload(item)
         except ValueError as exc:
-            return None, [f"not JSON ({exc.msg} at column {exc.colno})"]
+            msg = getattr(exc, "msg", "invalid number")
+            return None, [f"not JSON ({msg} at column {getattr(exc, 'colno', '?')})"]
     else:
         payload = item
     problems = issuance_problems(payload)
     if problems:
         return None, problems
-    return _hc1(payload, signer, iss, iat, exp), []
+    return _hc1(payload, signer, iss, iat, exp, is_clean), []
 
 
 def _context() -> multiprocessing.context.BaseContext:
