@@ -200,3 +200,32 @@ def test_bench_map_reports_rows_per_second(bevis_env: Path) -> None:
     assert out.exit_code == 0, out.output
     figures = json.loads(out.output.strip().splitlines()[-1])
     assert figures["rows"] == 3000 and figures["rows_per_s"] > 0 and figures["consistent"]
+
+
+@pytest.mark.slow
+def test_payloads_from_a_generated_register_all_validate(
+    bevis_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The acceptance path with the real neighbours: seeded register → extract → nvr_extract
+    suite → map. Every payload passes the schema and the active value sets; every order the
+    suite let through is mapped or quarantined by the map step with a reason."""
+    from jobs import quarantine
+    from jobs.extract import extract
+    from jobs.mapping import map_run
+    from jobs.seed import seed
+    from jobs.validate import validate
+
+    monkeypatch.setenv("BEVIS_QUARANTINE_THRESHOLD", "0.5")  # defects are injected on purpose
+    seed(300, seed=5, defect_rate=0.03)
+    extract("reg")
+    validated = validate("reg", "nvr_extract")
+    result = map_run("reg")
+    out = pq.read_table(result.path).to_pandas()
+    assert len(out) > 150
+    for text in out["payload_json"]:
+        assert payload_errors(json.loads(text)) == []
+    mapped_q = quarantine.read("reg").to_pandas().query("step == 'map'")
+    assert result.orders == validated.orders - validated.quarantined_orders
+    assert len(out) + mapped_q["order_id"].nunique() == result.orders
+    assert out["uvci"].is_unique
+    assert set(out["dn"]) <= set(range(1, 10)) and (out["sd"] >= 1).all()
