@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import threading
 import unicodedata
 import zlib
 from collections.abc import Sequence
@@ -168,11 +169,20 @@ def _checked(
     return _hc1(payload, signer, iss, iat, exp, is_clean), []
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    """forkserver: workers fork from a clean server process that holds no PKCS#11 session
-    and no threads of the caller (Airflow, HTTP clients), with the signing modules
-    preloaded so that starting a worker costs milliseconds."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
+def _context(provider: str) -> multiprocessing.context.BaseContext:
+    """How to start the workers.
+
+    - PEM-file keys in a single-threaded caller (the CLI): ``fork`` — workers start in
+      milliseconds with everything already imported.
+    - a PKCS#11 token, or a caller with threads (Airflow task runners, HTTP clients):
+      ``forkserver`` — workers fork from a clean server process that never opened a token
+      session (PKCS#11 forbids using one across fork) and holds no locks of the caller's
+      threads; the signing modules are preloaded there so each worker still starts fast.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if provider == "file" and threading.active_count() == 1 and "fork" in methods:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["signing.hcert", "signing.keys", "signing.dcc"])
         return ctx
@@ -213,7 +223,7 @@ def _run(
     out: list[Any] = []
     with ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=_context(),
+        mp_context=_context(s.key_provider),
         initializer=_init_worker,
         initargs=(s, dict(os.environ)),
     ) as pool:

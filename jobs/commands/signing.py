@@ -247,3 +247,14 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
         result = run_bench(n, workers)
         typer.echo(json.dumps(result))
+
+    @bench.command("cose")
+    def bench_cose_cmd(
+        n: int = typer.Option(2000, "--n", min=1, help="ES256 signatures (PS256: n/10)."),
+    ) -> None:
+        """µs per COSE_Sign1 signature, ours (cbor2 + cryptography) vs pycose; JSON."""
+        import json
+
+        from signing.bench import bench_cose
+
+        typer.echo(json.dumps(bench_cose(n)))
