@@ -92,10 +92,12 @@ def run_suite(
     frame: pd.DataFrame,
     index_columns: Sequence[str],
     validation_name: str | None = None,
+    build_docs: bool = False,
 ) -> SuiteOutcome:
     """Validate ``frame`` against ``checks`` as the GX suite ``suite``; the failing rows of
     each check come back identified by ``index_columns`` (GX result_format COMPLETE with
-    unexpected_index_column_names). Rebuilds the run's Data Docs."""
+    unexpected_index_column_names). The result is stored in the run's GX project; Data Docs
+    are rebuilt when ``build_docs`` (or later by :func:`build_docs`, once per step)."""
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
 
@@ -129,7 +131,8 @@ def run_suite(
             },
             run_id=RunIdentifier(run_name=run_name),
         )
-        ctx.build_data_docs(site_names=[SITE])
+        if build_docs:
+            ctx.build_data_docs(site_names=[SITE])
 
     by_name = {c.name: c for c in checks}
     outcomes = []
@@ -158,6 +161,13 @@ def run_suite(
     order = {c.name: i for i, c in enumerate(checks)}
     outcomes.sort(key=lambda o: order[o.check.name])
     return SuiteOutcome(suite=suite, success=bool(result.success), checks=outcomes)
+
+
+def build_docs(root: Path, docs: Path) -> Path:
+    """Rebuild the run's Data Docs site; returns its index page."""
+    with _locked(root):
+        _context(root, docs).build_data_docs(site_names=[SITE])
+    return docs_index(docs)
 
 
 def docs_index(docs: Path) -> Path:

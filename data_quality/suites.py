@@ -67,8 +67,8 @@ def nvr_extract_checks(
     return [
         Check(
             "vaccination_present",
-            "ExpectColumnValuesToNotBeNull",
-            {"column": "event_id"},
+            "ExpectColumnValuesToBeInSet",
+            _is_true("vaccination_present"),
             "The person who ordered has at least one vaccination in the NVR.",
             R.NO_VACCINATION,
         ),
@@ -156,7 +156,8 @@ def nvr_extract_checks(
             "dose_number_in_range",
             "ExpectColumnValuesToBeBetween",
             {"column": "dose_number", "min_value": 1, "max_value": max_dose},
-            f"The dose number is between 1 and {max_dose} (a missing dose number shows as -1).",
+            f"The dose number is between 1 and {max_dose} (a missing dose number shows as -1; "
+            "rows without a vaccination are blank).",
             R.DOSE_OUT_OF_RANGE,
         ),
         Check(
