@@ -109,11 +109,18 @@ def test_unmappable_orders_are_quarantined_with_reasons() -> None:
     for order in ("test", "booster-first", "noname", "baddob"):
         assert q.loc[order, "reason_code"] == "mapping_failed", order
     assert "booster-only" in q.loc["booster-first", "detail"]
+    assert "'Sputnik V' not in the product table" in q.loc["unknown", "detail"]
     assert q.loc["noname", "pid"] == "pid-noname"
     # no personal data in the entries
     text = mapped.quarantine.to_csv()
     for secret in ("李", "1964-13-45", frame["person_id"].iloc[0], "Storgatan"):
         assert secret not in text
+
+
+def test_empty_input_maps_to_empty_output() -> None:
+    mapped = map_frame(EXTRACT.empty_table().to_pandas(), CFG)
+    assert mapped.payloads.num_rows == 0 and mapped.payloads.schema.equals(PAYLOADS)
+    assert len(mapped.quarantine) == 0
 
 
 # ------------------------------------------------------------------ the map step

@@ -74,7 +74,6 @@ def latest_doses(events: pd.DataFrame) -> pd.DataFrame:
         else np.array([], dtype=np.int64)
     )
     ends = np.r_[starts[1:], len(codes)] - 1 if len(codes) else np.array([], dtype=np.int64)
-    assert len(starts) == n_orders
     n = (ends - starts + 1).astype(np.int64)
     primary = events["primary_doses"].to_numpy().astype(np.int64)
     s = primary[perm[starts]]

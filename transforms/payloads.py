@@ -188,8 +188,10 @@ def map_frame(rows: pd.DataFrame, cfg: MapConfig) -> Mapped:
     status = resolved["status"].to_numpy(dtype=object)
     for reason in (prod.UNKNOWN, prod.INACTIVE):
         bad = live & (status == reason)
-        what = "not in the product table" if reason == prod.UNKNOWN else "code not active"
-        problems.append(_entries(rows, bad, reason, f"vaccine {what} (table {table.version})"))
+        what = "not in the product table" if reason == prod.UNKNOWN else "has an inactive code"
+        reported = rows["vaccine"].fillna("(none)").astype(str).str.slice(0, 60)
+        detail = "vaccine '" + reported + f"' {what} (products {table.version})"
+        problems.append(_entries(rows, bad, reason, detail))
         live &= ~bad
 
     # a failing row holds back its whole order
