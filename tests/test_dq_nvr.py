@@ -186,7 +186,8 @@ def test_edge_cases_each_get_their_own_reason(bevis_env, monkeypatch) -> None:
             dose_number=3,
             vaccine="Comirnaty Original/Omicron BA.4-5",
         ),
-        _row("ok-eu-number", "e6", vaccine="EU/1/20/1507"),
+        _row("ok-npl-id", "e6", vaccine="20210107100012"),  # Spikevax by NPL-id
+        _row("ok-spaces", "e17", vaccine="  comirnaty "),
         # defects
         _row("bad-history", "e7", dose_number=2),
         _row("bad-history", "e8", vaccination_date=date(2021, 6, 1), dose_number=1),
@@ -195,7 +196,13 @@ def test_edge_cases_each_get_their_own_reason(bevis_env, monkeypatch) -> None:
         _row("bad-format", "e11", person_id="19851312" + "1234"),
         _row("bad-dob", "e12", dob="2030-01-01"),
         _row("bad-campaign", "e13", vaccination_date=date(2020, 12, 22)),
-        _row("bad-bivalent", "e14", vaccination_date=date(2022, 3, 1), vaccine="Spikevax XBB.1.5"),
+        _row(
+            "bad-bivalent",
+            "e14",
+            vaccination_date=date(2022, 3, 1),
+            vaccine="Spikevax bivalent Original/Omicron BA.4-5",
+        ),
+        _row("bad-product", "e18", vaccine="Comirnaty XBB.9"),
         _row("bad-dup-day", "e15"),
         _row("bad-dup-day", "e16"),
         _row("no-vacc", None),
@@ -216,6 +223,7 @@ def test_edge_cases_each_get_their_own_reason(bevis_env, monkeypatch) -> None:
     assert "before_campaign_start" in got["bad-campaign"]
     assert got["bad-bivalent"] == {"before_authorisation"}
     assert got["bad-dup-day"] == {"duplicate_event"}
+    assert got["bad-product"] == {"unknown_product"}
     assert got["no-vacc"] == {"no_vaccination"}
 
 
