@@ -833,7 +833,15 @@ def seed(
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB (Linux reports KB)."""
+    """Peak resident memory of this process in MB: VmHWM, which (unlike ru_maxrss) starts
+    afresh at exec, so a child process does not inherit its parent's peak."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
