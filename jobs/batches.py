@@ -297,10 +297,16 @@ def reap_interrupted(run_id: str | None = None, settings: Settings | None = None
     return reaped
 
 
-def run_step(batch_id: str, step: str, settings: Settings | None = None) -> dict[str, Any]:
+def run_step(
+    batch_id: str, step: str, settings: Settings | None = None, *, takeover: bool = True
+) -> dict[str, Any]:
     """Run ``step`` (sign|render|deliver) of one batch: no-op when the batch is already past
-    it, StepOutOfOrder when the step before is missing, BatchBusy when a live process holds
-    it. Marks the batch FAILED with the step and error (and re-raises) when the step fails."""
+    it, StepOutOfOrder when the step before is missing, BatchBusy when a live process on this
+    host holds it. A holder on another host cannot be checked: with ``takeover`` (the
+    default, right for Airflow, which runs one try of a task instance at a time) it is
+    presumed dead — the retry of a killed worker's task must not wait; operators' reruns
+    pass ``takeover=False``. Marks the batch FAILED with the step and error (and re-raises)
+    when the step fails."""
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
     s = settings or get_settings()
@@ -315,10 +321,12 @@ def run_step(batch_id: str, step: str, settings: Settings | None = None) -> dict
             raise StepOutOfOrder(
                 f"batch {batch_id} is {row.state.value}: {STEPS[done]} must run before {step}"
             )
-        if (
-            row.running_step
-            and holder_alive(row.running_host, row.running_pid, row.running_since) is not False
-        ):
+        alive = (
+            holder_alive(row.running_host, row.running_pid, row.running_since)
+            if row.running_step
+            else False
+        )
+        if alive or (alive is None and not takeover):
             raise BatchBusy(
                 f"batch {batch_id}: {row.running_step} is running in pid {row.running_pid} "
                 f"on {row.running_host} since {row.running_since}"
@@ -398,6 +406,7 @@ def rerun(
     on_step: Callable[[str, str], None] | None = None,
     validate_signed: bool = True,
     through: str | None = None,
+    takeover: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the missing steps of each batch directly (the CLI's ``batches rerun``), with the
     signed_batch suite after sign as in the DAG (when jobs.validate is installed), up to and
@@ -428,7 +437,7 @@ def rerun(
             if on_step:
                 on_step(bid, st)
             try:
-                run_step(bid, st, s)
+                run_step(bid, st, s, takeover=takeover)
             except Exception as exc:
                 entry.update(
                     ok=False,

@@ -190,3 +190,28 @@ def test_live_holder_blocks_a_second_runner(batch_env) -> None:
     with pytest.raises(batches.BatchBusy, match="is running in pid"):
         batches.run_step(bid, "sign")
     assert batches.reap_interrupted(rid) == []  # we are alive
+
+
+def test_holder_on_another_host(batch_env) -> None:
+    """A holder on another host cannot be checked: operators' reruns refuse it (unless
+    forced); Airflow's retry (the default) takes it over."""
+    rid = make_run(10)
+    [bid] = batches.plan(rid)
+    with ledger().begin() as conn:
+        conn.execute(
+            Batch.__table__.update()
+            .where(Batch.id == bid)
+            .values(
+                running_step="sign",
+                running_host="worker-elsewhere",
+                running_pid=4242,
+                running_since=batches.datetime.now(batches.UTC),
+            )
+        )
+    assert batches.reap_interrupted(rid) == []
+    with pytest.raises(batches.BatchBusy, match="worker-elsewhere"):
+        batches.run_step(bid, "sign", takeover=False)
+    [entry] = batches.rerun([bid], through="sign")
+    assert entry["ok"] is False and "BatchBusy" in entry["error"]
+    assert batches.run_step(bid, "sign")["certificates"] == 10
+    assert _batch(bid).running_step is None

@@ -266,6 +266,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             None, "--dag-run-id", help="Default: the DAG run that belongs to the batch's run."
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="With --via-airflow: only show."),
+        force: bool = typer.Option(
+            False, "--force", help="Take over batches held by a process on another host."
+        ),
         through: str | None = typer.Option(
             None, "--through", help="Stop after this step (sign|render|deliver); default: all."
         ),
@@ -314,7 +317,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                 def on_step(b: str, st: str, _bar=bar, _task=task) -> None:
                     _bar.update(_task, description=f"{b} {st}")
 
-                results.extend(rerun([bid], on_step=on_step, through=through))
+                results.extend(rerun([bid], on_step=on_step, through=through, takeover=force))
                 bar.advance(task)
         if json_out:
             _echo_json(results)
