@@ -23,18 +23,17 @@ if [[ "${BEVIS_INIT_DEV_KEYS:-false}" == "true" ]]; then
     echo "bevis-init: development keys present in ${BEVIS_KEY_DIR:-${data_dir}/keys}"
 fi
 
-python - <<'PY' | while IFS=$'\t' read -r name slots description; do
+# One Python process (Airflow's import is the slow part): create the missing pools only.
+python - <<'PY'
+from airflow.models.pool import Pool
+
 from jobs.airflow_local import POOLS
 
 for name, (slots, description) in POOLS.items():
-    print(f"{name}\t{slots}\t{description}")
+    if Pool.get_pool(name) is None:
+        Pool.create_or_update_pool(name, slots, description, include_deferred=False)
+        print(f"bevis-init: pool {name} created with {slots} slots")
+    else:
+        print(f"bevis-init: pool {name} exists (kept)")
 PY
-    if airflow pools get "${name}" >/dev/null 2>&1; then
-        echo "bevis-init: pool ${name} exists (kept)"
-    else
-        airflow pools set "${name}" "${slots}" "${description}" >/dev/null
-        echo "bevis-init: pool ${name} created with ${slots} slots"
-    fi
-done
-
-airflow version
+echo "bevis-init: done"
