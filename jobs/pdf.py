@@ -309,7 +309,7 @@ def certificate_pdf_reportlab(v: CertificateView, author: str = "Swedish eHealth
 def certificate_pdf(v: CertificateView, author: str = "Swedish eHealth Agency") -> bytes:
     """One certificate as a complete PDF document (bytes), by the fast writer."""
     register_fonts()
-    return single_page_pdf(layout(v), NEUTRAL_METADATA | {"author": author})
+    return pdf_document([layout(v)], NEUTRAL_METADATA | {"author": author})
 
 
 def print_pdf(
@@ -320,15 +320,10 @@ def print_pdf(
     """The merged print file for the print house: one page per certificate with its
     address in the envelope window. Written to ``target`` (the caller makes it atomic).
     Returns the number of pages."""
-    with open(target, "wb") as fh:
-        c = _canvas(fh, author)  # type: ignore[arg-type]
-        n = 0
-        for v, address in pages:
-            draw_certificate(c, v, address)
-            c.showPage()
-            n += 1
-        c.save()
-    return n
+    register_fonts()
+    ops = [layout(v, address) for v, address in pages]
+    target.write_bytes(pdf_document(ops, NEUTRAL_METADATA | {"author": author}))
+    return len(ops)
 
 
 # --- the fast writer ---------------------------------------------------------------------
@@ -341,93 +336,129 @@ def print_pdf(
 # Text uses a simple TrueType encoding: code 0 = .notdef, then PRIMED_CHARS, then the rare
 # characters a page adds (Ł, ễ...), at most 255 codes per page (else: reportlab's writer).
 
-_FONT_NUMBERS = {FONT: ("F1", 7), FONT_BOLD: ("F2", 11)}  # resource name, first object
 _PRIMED_SUBSET = (0, *dict.fromkeys(ord(ch) for ch in PRIMED_CHARS))
+FAUX_BOLD = "2 Tr 0.35 w"  # fill + thin stroke: bold without embedding a second font
 
 
 def _pdf_string(text: str) -> str:
     return "(" + text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ")"
 
 
+@dataclass(frozen=True)
+class _FontSubset:
+    basefont: str
+    widths: str
+    fontfile: bytes  # compressed
+    fontfile_length: int
+    cmap: bytes  # compressed
+
+    def objects(self, first: int) -> list[bytes]:
+        """Font, FontDescriptor, FontFile2, ToUnicode numbered from ``first``."""
+        from reportlab.pdfbase import pdfmetrics
+        from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC
+
+        face = pdfmetrics.getFont(FONT).face
+        flags = (face.flags & ~FF_NONSYMBOLIC) | FF_SYMBOLIC
+        bbox = " ".join(f"{b:g}" for b in face.bbox)
+        n = self.widths.count(" ") + 1
+        return [
+            (
+                f"<< /Type /Font /Subtype /TrueType /BaseFont /{self.basefont} /FirstChar 0 "
+                f"/LastChar {n - 1} /Widths [{self.widths}] "
+                f"/FontDescriptor {first + 1} 0 R /ToUnicode {first + 3} 0 R >>"
+            ).encode(),
+            (
+                f"<< /Type /FontDescriptor /Ascent {face.ascent} /CapHeight {face.capHeight} "
+                f"/Descent {face.descent} /Flags {flags} /FontBBox [{bbox}] "
+                f"/FontName /{self.basefont} /ItalicAngle {face.italicAngle} /StemV {face.stemV} "
+                f"/FontFile2 {first + 2} 0 R /MissingWidth {face.defaultWidth} >>"
+            ).encode(),
+            _stream(self.fontfile, f"/Length1 {self.fontfile_length}"),
+            _stream(self.cmap),
+        ]
+
+
+def _stream(packed: bytes, extra: str = "") -> bytes:
+    head = f"<< /Filter /FlateDecode /Length {len(packed)} {extra}>>\nstream\n".encode()
+    return head + packed + b"\nendstream"
+
+
 @cache
-def _font_objects(name: str, subset: tuple[int, ...]) -> tuple[bytes, ...]:
-    """The four objects of one font subset (Font, FontDescriptor, FontFile2, ToUnicode),
-    numbered as the single-page layout numbers them."""
+def _font_subset(subset: tuple[int, ...]) -> _FontSubset:
+    """The embedded subset of DejaVu Sans for these code points (code i = subset[i]);
+    built once per process and subset."""
     import hashlib
     import zlib
 
     from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC, makeToUnicodeCMap
+    from reportlab.pdfbase.ttfonts import makeToUnicodeCMap
 
-    face = pdfmetrics.getFont(name).face
-    _, base = _FONT_NUMBERS[name]
+    face = pdfmetrics.getFont(FONT).face
     tag = "".join(chr(65 + b % 26) for b in hashlib.sha256(repr(subset).encode()).digest()[:6])
     basefont = f"{tag}+{face.name.decode('latin-1')}"
-    widths = " ".join(f"{face.getCharWidth(c):g}" for c in subset)
     fontfile = face.makeSubset(list(subset))
-    packed = zlib.compress(fontfile)
-    cmap = zlib.compress(makeToUnicodeCMap(basefont, list(subset)).encode("latin-1"))
-    flags = (face.flags & ~FF_NONSYMBOLIC) | FF_SYMBOLIC
-    bbox = " ".join(f"{b:g}" for b in face.bbox)
-    return (
-        (
-            f"<< /Type /Font /Subtype /TrueType /BaseFont /{basefont} /FirstChar 0 "
-            f"/LastChar {len(subset) - 1} /Widths [{widths}] "
-            f"/FontDescriptor {base + 1} 0 R /ToUnicode {base + 3} 0 R >>"
-        ).encode(),
-        (
-            f"<< /Type /FontDescriptor /Ascent {face.ascent} /CapHeight {face.capHeight} "
-            f"/Descent {face.descent} /Flags {flags} /FontBBox [{bbox}] /FontName /{basefont} "
-            f"/ItalicAngle {face.italicAngle} /StemV {face.stemV} /FontFile2 {base + 2} 0 R "
-            f"/MissingWidth {face.defaultWidth} >>"
-        ).encode(),
-        f"<< /Filter /FlateDecode /Length {len(packed)} /Length1 {len(fontfile)} >>\nstream\n".encode()
-        + packed
-        + b"\nendstream",
-        f"<< /Filter /FlateDecode /Length {len(cmap)} >>\nstream\n".encode()
-        + cmap
-        + b"\nendstream",
+    return _FontSubset(
+        basefont=basefont,
+        widths=" ".join(f"{face.getCharWidth(c):g}" for c in subset),
+        fontfile=zlib.compress(fontfile),
+        fontfile_length=len(fontfile),
+        cmap=zlib.compress(makeToUnicodeCMap(basefont, list(subset)).encode("latin-1")),
     )
 
 
-def single_page_pdf(ops: list[tuple], metadata: dict[str, str]) -> bytes:
-    """A complete one-page PDF from layout operations (see :func:`layout`)."""
-    import zlib
-
+def _page_subset(ops: list[tuple]) -> tuple[int, ...]:
     extra = {ord(ch) for op in ops if op[0] == "t" for ch in op[5]}.difference(_PRIMED_SUBSET)
     subset = _PRIMED_SUBSET + tuple(sorted(extra))
     if len(subset) > 256:
-        raise RenderError("page needs more than 255 distinct characters")
+        raise RenderError("a page needs more than 255 distinct characters")
+    return subset
+
+
+def _content(ops: list[tuple], subset: tuple[int, ...]) -> bytes:
+    import zlib
+
     code = {c: i for i, c in enumerate(subset)}
     parts = []
     for op in ops:
         if op[0] == "t":
             _, font, size, x, y, text = op
             codes = bytes(code.get(ord(ch), 0) for ch in text.replace("\xa0", " "))
-            parts.append(
-                f"BT /{_FONT_NUMBERS[font][0]} {size:g} Tf {x:.2f} {y:.2f} Td <{codes.hex()}> Tj ET"
-            )
+            style = FAUX_BOLD if font == FONT_BOLD else "0 Tr"
+            parts.append(f"BT /F1 {size:g} Tf {style} {x:.2f} {y:.2f} Td <{codes.hex()}> Tj ET")
         else:
             _, x, y, size, hc1 = op
             parts.append(_qr_operators(hc1, x, y, size))
-    content = zlib.compress("\n".join(parts).encode("latin-1"))
+    return zlib.compress("\n".join(parts).encode("latin-1"))
+
+
+def pdf_document(pages: list[list[tuple]], metadata: dict[str, str]) -> bytes:
+    """A complete PDF from the layout operations of its pages (see :func:`layout`).
+    Pages with the same character subset share one embedded font subset."""
     info = " ".join(f"/{k.capitalize()} {_pdf_string(v)}" for k, v in metadata.items() if v)
     objects: list[bytes] = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        (
-            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {PAGE_W:.4f} {PAGE_H:.4f}] "
-            "/Contents 4 0 R /Resources << /Font << /F1 7 0 R /F2 11 0 R >> "
-            "/ProcSet [/PDF /Text] >> >>"
-        ).encode(),
-        f"<< /Filter /FlateDecode /Length {len(content)} >>\nstream\n".encode()
-        + content
-        + b"\nendstream",
+        b"",
+        b"",
         f"<< {info} /Producer (bevis) >>".encode("latin-1", "replace"),
-        b"<< >>",  # 6: reserved (keeps font numbers stable)
-        *_font_objects(FONT, subset),
-        *_font_objects(FONT_BOLD, subset),
     ]
+    font_of: dict[tuple[int, ...], int] = {}
+    kids = []
+    for ops in pages:
+        subset = _page_subset(ops)
+        if subset not in font_of:
+            font_of[subset] = len(objects) + 1
+            objects.extend(_font_subset(subset).objects(len(objects) + 1))
+        page_no = len(objects) + 1
+        kids.append(f"{page_no} 0 R")
+        objects.append(
+            (
+                f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {PAGE_W:.4f} {PAGE_H:.4f}] "
+                f"/Contents {page_no + 1} 0 R /Resources << /Font << /F1 {font_of[subset]} 0 R >> "
+                "/ProcSet [/PDF /Text] >> >>"
+            ).encode()
+        )
+        objects.append(_stream(_content(ops, subset)))
+    objects[0] = b"<< /Type /Catalog /Pages 2 0 R >>"
+    objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>".encode()
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for n, body in enumerate(objects, start=1):
@@ -437,7 +468,7 @@ def single_page_pdf(ops: list[tuple], metadata: dict[str, str]) -> bytes:
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
     out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
     out += (
-        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info 5 0 R >>\n"
+        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info 3 0 R >>\n"
         f"startxref\n{xref}\n%%EOF\n"
     ).encode()
     return bytes(out)

@@ -60,7 +60,7 @@ def drill_payload(i: int, uvci: str) -> dict[str, Any]:
         "v": [
             {
                 "tg": "840539006",
-                "vp": "J07BN01",
+                "vp": "1119349007",
                 "mp": "EU/1/20/1528",
                 "ma": "ORG-100030215",
                 "dn": 2,
@@ -193,7 +193,15 @@ def bench_deliver(
             url = f"http://127.0.0.1:{port}"
             env = {**os.environ, "BEVIS_DATA_DIR": tmp}
             proc = subprocess.Popen(
-                [sys.executable, "-m", "jobs.cli", "simulator", "mailbox", "--port", str(port)],
+                [
+                    sys.executable,
+                    "-c",
+                    "from jobs.cli import app; app()",
+                    "simulator",
+                    "mailbox",
+                    "--port",
+                    str(port),
+                ],
                 env=env,
                 stdout=subprocess.DEVNULL,
             )
