@@ -7,8 +7,9 @@ every other Latin letter by its base letter (NFKD decomposition minus the marks,
 covers Latin Extended-A/B and the Vietnamese letters of Latin Extended Additional), and
 the Cyrillic table of the same section. Spaces and hyphens become the filler ``<``;
 apostrophes and any other punctuation, digits and unmapped characters are dropped.
-Truncation per ICAO 9303 Part 4 (4.2.2.3): characters are removed from the end, and a
-truncated name never ends in a filler, so its last character is alphabetic.
+Truncation per ICAO 9303 Part 4 (truncation of the name in the MRZ): characters are
+removed from the end, and a truncated name never ends in a filler, so its last character
+is alphabetic.
 """
 
 from __future__ import annotations
