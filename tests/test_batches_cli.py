@@ -109,3 +109,14 @@ def test_full_state_machine_with_render_and_deliver(batch_env, monkeypatch) -> N
     assert not IDENTITY_KEYS & set(info)
     for d in info["deliveries"]:
         assert not IDENTITY_KEYS & set(d)
+
+
+def test_bench_batches_reports_json_last(batch_env) -> None:
+    """The bench goes through plan + run_step (ledger rows, files, verification); the
+    figures are not asserted, the machinery's result is."""
+    result = _cli(["bench", "batches", "--n", "150", "--batch-size", "60"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["certificates"] == 150 and summary["batches"] == 3
+    assert summary["ledger"] == "sqlite" and summary["per_s"] > 0
+    assert len(ledger_certificates(summary["run_id"])) == 150
