@@ -118,7 +118,7 @@ def plan(run_id: str, settings: Settings | None = None) -> list[str]:
     if existing:
         missing = [b for b in existing if not paths.batch_payloads(b.id).exists()]
         if missing:
-            table = _read_payloads(paths.payloads, run_id)
+            table = _read_payloads(paths.payloads, run_id).cast(PAYLOADS)
             offsets, at = {}, 0
             for b in existing:
                 offsets[b.id] = at
