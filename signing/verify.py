@@ -269,9 +269,10 @@ def schema_problems(dcc: Any) -> list[str]:
 def verify(hc1: Any, trust: Any = None, at: dt.datetime | None = None) -> Verdict:
     """Verify one HC1 string. ``trust``: DSCs (list, TrustStore, PEM file or folder) or
     None to skip the signature and key-usage checks; ``at``: the clock (default now)."""
+    store = TrustStore.of(trust)  # a bad trust path is the caller's error: raise it
     verdict = Verdict()
     try:
-        _verify(verdict, hc1, TrustStore.of(trust), at or dt.datetime.now(dt.UTC))
+        _verify(verdict, hc1, store, at or dt.datetime.now(dt.UTC))
     except Exception as exc:  # last line of defence: a verdict, never a crash
         verdict.fail("decode", f"unexpected {type(exc).__name__}")
     verdict.valid = FAIL not in verdict.checks.values()
