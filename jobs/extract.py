@@ -44,6 +44,7 @@ FROM orders o
 LEFT JOIN population p ON p.person_id = o.person_id
 LEFT JOIN nvr_vaccinations v ON v.person_id = o.person_id
 WHERE o.claimed_by_run = :run AND o.state = '{CLAIMED}' AND {VALID_CONSENT}
+ORDER BY o.person_id
 """
 
 
@@ -226,7 +227,9 @@ class _Tally:
 def _stream(eng, params: dict[str, Any]) -> Iterator[Iterator[list]]:
     """Chunks of rows of the extract query straight from the DBAPI cursor: a server-side
     (named) cursor on PostgreSQL, sqlite3's lazy cursor on SQLite. Bypassing SQLAlchemy's
-    Row objects here doubles throughput."""
+    Row objects here doubles throughput. Rows come in person order (the claim index), so the
+    lookups into population and NVR walk their indexes in order, and a person's rows are
+    adjacent."""
     raw = eng.raw_connection()
     try:
         dbapi = raw.driver_connection
@@ -237,6 +240,7 @@ def _stream(eng, params: dict[str, Any]) -> Iterator[Iterator[list]]:
         else:
             sql = _QUERY
             cur = dbapi.cursor()
+            cur.execute("PRAGMA cache_size=-65536")  # 64 MB: the joins' index pages stay hot
         cur.execute(sql, params)
 
         def chunks() -> Iterator[list]:
