@@ -85,3 +85,43 @@ def test_unreadable_vector_is_a_failure(tmp_path: Path) -> None:
     (dest / "1.json").write_text("{broken")
     result = runner.invoke(app, ["conformance", str(tmp_path)])
     assert result.exit_code == 1 and "ERROR YY/2DCode/raw/1.json" in result.output
+
+
+def test_whole_chain_verify_agrees_with_the_vectors() -> None:
+    """verify() end to end (PREFIX → verdict) against each vector's expectations, with
+    the vector's DSC as trust and its clock — not only the layers one by one."""
+    from signing.conformance import Vector, parse_clock
+    from signing.verify import verify
+
+    compared = 0
+    for path in discover(TESTDATA):
+        vector = Vector(json.loads(path.read_text(encoding="utf-8")))
+        prefix = vector.raw.get("PREFIX")
+        if not prefix or "CERTIFICATE" not in vector.ctx:
+            continue
+        try:
+            cert = vector.cert()
+        except ValueError:
+            continue
+        verdict = verify(prefix, trust=[cert], at=parse_clock(vector.ctx["VALIDATIONCLOCK"]))
+        if verdict.checks["decode"] != "ok":
+            continue
+        for key, check in (
+            ("EXPECTEDVERIFY", "signature"),
+            ("EXPECTEDEXPIRATIONCHECK", "expiry"),
+            ("EXPECTEDKEYUSAGE", "key_usage"),
+            ("EXPECTEDSCHEMAVALIDATION", "schema"),
+        ):
+            if key not in vector.expected:
+                continue
+            compared += 1
+            agrees = (verdict.checks[check] == "ok") == vector.expected[key]
+            if not agrees and check == "schema":
+                # we also check value-set membership, which the schema step does not
+                assert all("not in value set" in r for r in verdict.reasons), (
+                    path,
+                    verdict.reasons,
+                )
+                continue
+            assert agrees, (path.relative_to(TESTDATA), key, verdict.checks, verdict.reasons)
+    assert compared > 250
