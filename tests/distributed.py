@@ -88,6 +88,7 @@ class AirflowCluster:
         env: Mapping[str, str] | None = None,
         worker_concurrency: int = 2,
         start_timeout: float = 240.0,
+        scheduled_runs: bool = False,
     ) -> None:
         self.dags_folder = Path(dags_folder).resolve()
         self.home = Path(tmp_path) / "airflow-home"
@@ -101,6 +102,7 @@ class AirflowCluster:
         self.pg_url = pg_url
         self.worker_concurrency = worker_concurrency
         self.start_timeout = start_timeout
+        self.scheduled_runs = scheduled_runs
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: dict[str, Any] = {}
         self._client: httpx.Client | None = None
@@ -150,6 +152,9 @@ class AirflowCluster:
             "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
+            # Off by default: a cron tick or an asset event during a test would start runs
+            # the test did not ask for (manual runs are scheduled either way).
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(self.scheduled_runs),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL": "1",
@@ -391,6 +396,14 @@ class AirflowCluster:
             time.sleep(1)
         raise ClusterError(f"DAG {dag_id} not parsed within {timeout:.0f}s")
 
+    def set_pool(self, name: str, slots: int, description: str = "") -> None:
+        """Create or resize a pool (the DAGs' pools must exist before their tasks can run)."""
+        body = {"slots": slots, "description": description}
+        response = self.client.post("/pools", json={"name": name, **body})
+        if response.status_code == 409:  # exists: resize it
+            response = self.client.patch(f"/pools/{name}", json=body)
+        self._json(response)
+
     def unpause(self, dag_id: str) -> None:
         self._json(self.client.patch(f"/dags/{dag_id}", json={"is_paused": False}))
 
@@ -446,3 +459,57 @@ class AirflowCluster:
             )
         )
         return entry["value"]
+
+
+class LocalService:
+    """A helper process (e.g. ``bevis simulator mailbox``) on a free loopback port, in its
+    own process group, stopped on exit; its output goes to ``log_path``."""
+
+    def __init__(
+        self, argv: list[str], env: Mapping[str, str], log_path: Path, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
+        self.argv = [arg.replace("{port}", str(self.port)) for arg in argv]
+        self.env = dict(env)
+        self.log_path = log_path
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LocalService:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.__exit__(None, None, None)
+                raise ClusterError(
+                    f"{self.argv[0]} exited with {self.proc.returncode}:\n"
+                    + self.log_path.read_text(errors="replace")[-3000:]
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return self
+            time.sleep(0.3)
+        self.__exit__(None, None, None)
+        raise ClusterError(f"{' '.join(self.argv)} did not listen on {self.port} in 90 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        self._log.close()
