@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,8 +44,10 @@ class SigningKeyError(Exception):
     """Signing material is missing or unusable; the message says what to do."""
 
 
+@lru_cache(maxsize=4096)
 def kid_of(cert: x509.Certificate) -> bytes:
-    """The HCERT key identifier: the first 8 bytes of SHA-256 over the DSC's DER."""
+    """The HCERT key identifier: the first 8 bytes of SHA-256 over the DSC's DER (cached:
+    verifiers pass the same trust list for every certificate)."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()[:8]
 
 

@@ -140,3 +140,11 @@ def test_bench_sign_prints_json_last(bevis_env: Path) -> None:
     figures = json.loads(r.stdout.strip().splitlines()[-1])
     assert figures["n"] == 300 and figures["single_core_certs_per_s"] > 0
     assert figures["all_cores_certs_per_s"] > 0 and figures["workers"] == 1
+
+
+def test_bench_cose_compares_with_pycose() -> None:
+    r = runner.invoke(app, ["bench", "cose", "--n", "20"])
+    assert r.exit_code == 0, r.output
+    figures = json.loads(r.stdout.strip().splitlines()[-1])
+    for alg in ("ES256", "PS256"):
+        assert figures[alg]["ours_us"] > 0 and figures[alg]["pycose_us"] > 0
