@@ -20,6 +20,16 @@ from transforms.uvci import derive_key, is_valid_uvci
 CFG = MapConfig(uvci_key=derive_key(b"test"))
 
 
+@pytest.fixture(autouse=True)
+def _logging_outlives_cli_runner():
+    """The CLI binds structlog to the stderr of the moment; under typer's CliRunner that
+    stream is closed afterwards. Rebind to the real one after each test."""
+    yield
+    from jobs.log import configure_logging
+
+    configure_logging()
+
+
 def _frame(orders: int, seed: int = 7) -> pd.DataFrame:
     # through Parquet's schema, as the map step reads it
     return sample.extract_table(orders, seed).to_pandas()
