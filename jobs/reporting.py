@@ -316,11 +316,18 @@ def refresh(settings: Settings | None = None) -> RefreshResult:
 
         dday = _day(Delivery.at, dialect)
         frame = pd.DataFrame(
-            conn.execute(
-                select(
-                    dday, Delivery.channel, Delivery.operator, Delivery.status, Delivery.latency_ms
+            [
+                tuple(r)  # plain tuples: pandas probes Row objects attribute by attribute
+                for r in conn.execute(
+                    select(
+                        dday,
+                        Delivery.channel,
+                        Delivery.operator,
+                        Delivery.status,
+                        Delivery.latency_ms,
+                    )
                 )
-            ).all(),
+            ],
             columns=["day", "channel", "operator", "status", "latency_ms"],
         )
         rows["rpt_delivery"], rows["rpt_latency_hist"] = _delivery_facts(frame)

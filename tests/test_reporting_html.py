@@ -237,8 +237,18 @@ def test_harness_catches_a_broken_page(browser, tmp_path) -> None:
     assert any("network" in e for e in errors)
 
 
-def test_cli_report_and_bench(bevis_env, tmp_path) -> None:
-    runner = CliRunner()
+@pytest.fixture
+def cli(monkeypatch):
+    """CliRunner; afterwards structlog is reset, because the CLI's configure_logging binds
+    the runner's temporary stderr, which is closed once the invocation ends."""
+    import structlog
+
+    yield CliRunner()
+    structlog.reset_defaults()
+
+
+def test_cli_report_and_bench(bevis_env, tmp_path, cli) -> None:
+    runner = cli
     s = get_settings()
     synthetic_ledger(600, s.resolved_ledger_url(), seed=8, days=5)
     out = tmp_path / "cli"
