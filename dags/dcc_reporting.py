@@ -37,7 +37,6 @@ def dcc_reporting():
     @task
     def report() -> str:
         from jobs.reporting import build_report
-
         from jobs.settings import get_settings
 
         out = get_settings().resolved_data_dir() / "reports" / "latest"

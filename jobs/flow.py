@@ -21,6 +21,8 @@ log = get_logger(__name__)
 # Steps whose quarantined orders count as "refused" (the DCC could not be made or signed),
 # as opposed to "quarantined" (the register's data failed the data-quality suite).
 REFUSING_STEPS = ("map", "dcc_payload", "sign", "signed_batch")
+# The run-level steps a complete run has passed (recorded in Run.step_seconds on success).
+RUN_STEPS = ("extract", "validate_nvr_extract", "map", "validate_dcc_payload", "plan")
 
 
 def airflow_run_id(dag_run_id: str) -> str:
@@ -34,12 +36,14 @@ def airflow_run_id(dag_run_id: str) -> str:
 
 
 @contextmanager
-def _timed(run_id: str, step: str) -> Iterator[None]:
+def _timed(run_id: str, step: str, settings: Settings | None = None) -> Iterator[None]:
+    """Record the step's duration on the run — only when it succeeds, so that the recorded
+    steps also tell how far a run got."""
     from jobs.runs import record_step_time
 
     t0 = time.perf_counter()
     yield
-    record_step_time(run_id, step, time.perf_counter() - t0)
+    record_step_time(run_id, step, time.perf_counter() - t0, settings=settings)
 
 
 def begin(
@@ -54,7 +58,7 @@ def begin(
     s = settings or get_settings()
     migrate_all(s)
     run_id = run_id or new_run_id()
-    start_run(run_id, parameters=parameters or {})
+    start_run(run_id, parameters=parameters or {}, settings=s)
     log.info("run started", run_id=run_id)
     return run_id
 
@@ -62,7 +66,7 @@ def begin(
 def extract(run_id: str, limit: int | None = None, settings: Settings | None = None) -> dict:
     from jobs.extract import extract as do_extract
 
-    with _timed(run_id, "extract"):
+    with _timed(run_id, "extract", settings):
         result = do_extract(run_id, settings=settings, limit=limit)
     return {"run_id": run_id, "orders": result.orders, "rows": result.rows}
 
@@ -72,7 +76,7 @@ def validate(
 ) -> dict:
     from jobs.validate import validate as do_validate
 
-    with _timed(run_id, f"validate_{suite}"):
+    with _timed(run_id, f"validate_{suite}", settings):
         result = do_validate(run_id, suite, settings=settings, batch_id=batch_id)
     return _small(result)
 
@@ -80,7 +84,7 @@ def validate(
 def map_payloads(run_id: str, settings: Settings | None = None) -> dict:
     from jobs.mapping import map_run
 
-    with _timed(run_id, "map"):
+    with _timed(run_id, "map", settings):
         result = map_run(run_id, settings=settings)
     return _small(result)
 
@@ -88,7 +92,7 @@ def map_payloads(run_id: str, settings: Settings | None = None) -> dict:
 def plan(run_id: str, settings: Settings | None = None) -> list[str]:
     from jobs.batches import plan as do_plan
 
-    with _timed(run_id, "plan"):
+    with _timed(run_id, "plan", settings):
         return do_plan(run_id, settings=settings)
 
 
@@ -113,9 +117,9 @@ def finish(run_id: str, dry_run: bool = False, settings: Settings | None = None)
     s = settings or get_settings()
     summary = run_summary(run_id, s)
     if dry_run:
-        orders.release(run_id)
+        orders.release(run_id, settings=s)
     elif summary["issued_order_ids"]:
-        orders.fulfil(run_id, summary["issued_order_ids"])
+        orders.fulfil(run_id, summary["issued_order_ids"], settings=s)
     failed = [b for b, st in summary["batch_states"].items() if st == BatchState.FAILED.value]
     unfinished = [
         b
@@ -124,9 +128,9 @@ def finish(run_id: str, dry_run: bool = False, settings: Settings | None = None)
     ]
     if failed or unfinished:
         error = f"batches not delivered: {len(failed)} failed, {len(unfinished)} unfinished"
-        finish_run(run_id, RunState.FAILED, error=error)
+        finish_run(run_id, RunState.FAILED, error=error, settings=s)
     else:
-        finish_run(run_id, RunState.SUCCEEDED)
+        finish_run(run_id, RunState.SUCCEEDED, settings=s)
     try:
         from jobs.reporting import refresh
 
@@ -144,7 +148,9 @@ def record_failure(run_id: str, error: str, settings: Settings | None = None) ->
     from jobs.log import mask_identity_numbers
     from jobs.runs import finish_run
 
-    finish_run(run_id, RunState.FAILED, error=mask_identity_numbers(error)[:2000])
+    finish_run(
+        run_id, RunState.FAILED, error=mask_identity_numbers(error)[:2000], settings=settings
+    )
 
 
 def run_summary(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
@@ -205,6 +211,7 @@ def run_summary(run_id: str, settings: Settings | None = None) -> dict[str, Any]
     return {
         "run_id": run_id,
         "state": str(getattr(run.state, "value", run.state)) if run else None,
+        "error": run.error if run else None,
         "orders": meta.get("orders_claimed", meta.get("orders")),
         "extracted": meta.get("orders"),
         "extracted_rows": meta.get("rows"),
