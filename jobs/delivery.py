@@ -470,7 +470,10 @@ def deliver_batch(
                     await client.aclose()
 
         asyncio.run(main())
+    t_print, cpu_print = time.perf_counter(), time.process_time()
     paper = write_print_queue(batch_id, s)
+    print_seconds = time.perf_counter() - t_print
+    print_cpu = time.process_time() - cpu_print
     counts = outcome_counts(batch_id, s)
     seconds = time.perf_counter() - t0
     log.info(
@@ -490,6 +493,8 @@ def deliver_batch(
         "reasons": writer.reasons,
         "print_pages": paper,
         "seconds": seconds,
+        "print_seconds": print_seconds,
+        "print_cpu_s": print_cpu,
         **counts,
     }
 

@@ -219,9 +219,12 @@ def bench_deliver(
             batch_id = synthetic_batch("bench", n, s)
             render_batch(batch_id, s)
             load_before = os.getloadavg()
+            sim0, me0 = _cpu_of(proc.pid) if proc else 0.0, _cpu_self()
             t0 = time.perf_counter()
             result = deliver_batch(batch_id, s)
             seconds = time.perf_counter() - t0
+            sim_cpu = (_cpu_of(proc.pid) - sim0) if proc else None
+            client_cpu = _cpu_self() - me0 - result["print_cpu_s"]
         finally:
             if proc is not None:
                 proc.terminate()
@@ -233,9 +236,32 @@ def bench_deliver(
         "digital": result["DIGITAL"],
         "paper": result["PAPER"],
         "deferred": result["DEFERRED"],
-        "messages_per_s": round(result["DIGITAL"] / seconds, 1),
+        "print_seconds": round(result["print_seconds"], 3),
+        # digital phase only (the print file for the paper share is written afterwards)
+        "messages_per_s": round(result["DIGITAL"] / (seconds - result["print_seconds"]), 1),
         "certificates_per_s": round(n / seconds, 1),
+        # load-independent: messages per CPU-second of the client (without the print file)
+        # and of the simulator
+        "client_cpu_s": round(client_cpu, 2),
+        "simulator_cpu_s": round(sim_cpu, 2) if sim_cpu is not None else None,
+        "messages_per_client_cpu_s": round(result["DIGITAL"] / client_cpu, 1),
+        "messages_per_simulator_cpu_s": round(result["DIGITAL"] / sim_cpu, 1) if sim_cpu else None,
         "ledger_rows": result["attempts"],
         "load_before": load_before,
         "load_after": os.getloadavg(),
     }
+
+
+def _cpu_self() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
