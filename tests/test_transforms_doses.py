@@ -91,3 +91,10 @@ def test_same_day_ties_are_broken_by_event_id() -> None:
     rows[1]["vaccination_date"] = rows[0]["vaccination_date"]
     out = latest_doses(pd.DataFrame(rows[::-1]))
     assert pd.DataFrame(rows[::-1]).loc[out["row"].iloc[0], "event_id"] == "t-e1"
+
+
+def test_an_event_listed_twice_counts_once() -> None:
+    rows = _history("d", ["Comirnaty", "Comirnaty"])
+    frame = pd.DataFrame([*rows, dict(rows[1])])
+    out = latest_doses(frame).set_index("order_id")
+    assert (out.loc["d", "dn"], out.loc["d", "sd"]) == (2, 2)
