@@ -10,6 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from signing.dcc import payload_errors
 from transforms import sample
@@ -246,3 +248,28 @@ def test_payloads_from_a_generated_register_all_validate(
     assert len(out) + mapped_q["order_id"].nunique() == result.orders
     assert out["uvci"].is_unique
     assert set(out["dn"]) <= set(range(1, 10)) and (out["sd"] >= 1).all()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.one_of(st.none(), st.text(max_size=90)), st.text(max_size=90)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_name_gives_a_valid_payload_or_a_reason(people: list[tuple[str | None, str]]) -> None:
+    """Quotes, backslashes, control characters, any script: the JSON assembled column-wise
+    must parse and validate, or the order is quarantined for having no usable name."""
+    frame = _frame(len(people), seed=1)
+    frame = frame.drop_duplicates("order_id").reset_index(drop=True)
+    frame["given_name"] = [g for g, _ in people]
+    frame["family_name"] = [f for _, f in people]
+    mapped = map_frame(frame, CFG)
+    assert mapped.payloads.num_rows + len(mapped.quarantine) == len(frame)
+    for text in mapped.payloads["payload_json"].to_pylist():
+        payload = json.loads(text)
+        assert payload_errors(payload) == []
+        assert payload["nam"].get("fnt") or payload["nam"].get("gnt")
+    for detail in mapped.quarantine["detail"]:
+        assert detail == "no name with a transliterable character"
