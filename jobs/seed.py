@@ -725,6 +725,16 @@ class _Loader:
     def commit(self) -> None:
         self.conn.commit()
 
+    def finish(self) -> None:
+        """Move PostgreSQL's id sequences past the explicit ids loaded by COPY."""
+        if self.dialect == "postgresql":
+            with self.conn.cursor() as cur:
+                cur.execute(
+                    "SELECT setval(pg_get_serial_sequence('nvr_vaccinations', 'id'),"
+                    " (SELECT coalesce(max(id), 0) + 1 FROM nvr_vaccinations), false)"
+                )
+            self.conn.commit()
+
     def close(self) -> None:
         self.raw.close()
 
@@ -813,6 +823,7 @@ def seed(
         )
         loader.load("nvr_snapshots", snap_table)
         loader.commit()
+        loader.finish()
     finally:
         loader.close()
     manifest.expected_extract = exp
