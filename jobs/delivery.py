@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jobs.errors import MailboxUnavailable, Refusal
 from jobs.log import get_logger
 from jobs.settings import Settings, get_settings
 
@@ -207,10 +208,6 @@ class Courier:
                 if not item.recipient:
                     self.fallback(item, "no_recipient_id")
                     continue
-                if reach is None:
-                    self.writer.attempt(item, "digital", "FAILED", reason="lookup_unavailable")
-                    self.fallback(item, "lookup_unavailable")
-                    continue
                 r = reach.get(item.recipient)
                 if r is None or not r.deliverable:
                     reason = r.reason if r is not None else "not_in_lookup_answer"
@@ -223,7 +220,9 @@ class Courier:
             await asyncio.gather(*sends)
             await self.maybe_flush(force=True)
 
-    async def lookup(self, recipients: list[str]):
+    async def lookup(self, recipients: list[str]) -> dict:
+        """Reachability of one chunk, retried; raises MailboxUnavailable when FaR stays
+        down (certificates stay pending for the task's retry)."""
         from jobs.mailbox import CircuitOpenError, MailboxError, TransientError
 
         for attempt in range(1, self.s.mailbox_max_attempts + 1):
@@ -234,12 +233,16 @@ class Courier:
             except TransientError as exc:
                 wait = self.delay(attempt, exc.retry_after)
             except MailboxError as exc:
-                log.warning("lookup_refused", batch_id=self.writer.batch_id, error=str(exc))
-                return None
+                raise Refusal(
+                    f"batch {self.writer.batch_id}: the reachability look-up was refused: {exc}"
+                ) from exc
             if attempt < self.s.mailbox_max_attempts:
                 await asyncio.sleep(min(wait, self.s.mailbox_backoff_max_s))
-        log.warning("lookup_unavailable", batch_id=self.writer.batch_id)
-        return None
+        # Without the look-up nothing is known about the recipients: leave them pending and
+        # let the scheduler retry the task later (idempotent), rather than print them all.
+        raise MailboxUnavailable(
+            f"batch {self.writer.batch_id}: the reachability look-up (FaR) is unavailable"
+        )
 
     async def send(self, item: Item, reach, sem: asyncio.Semaphore) -> None:
         from jobs.mailbox import (

@@ -128,11 +128,10 @@ def test_long_outage_defers_then_rerun_delivers_once(bevis_env: Path) -> None:
     with running_simulator(s0) as sim_url:
         s = get_settings(mailbox_url=sim_url, paper_policy="defer", **FAST)
         # FaR answers, then every operator is down for longer than the retry budget
-        httpx.post(f"{sim_url}/_admin/outage", json={"requests": 10_000})
+        httpx.post(f"{sim_url}/_admin/outage", json={"requests": 10_000, "scope": "operators"})
         first = deliver_batch(batch_id, s)
         assert first["DIGITAL"] == 0 and first["PAPER"] == 0 and first["DEFERRED"] == n
         httpx.post(f"{sim_url}/_admin/outage", json={"requests": 0})
-        # the outage counter above also hit the look-up: every certificate was deferred
         second = deliver_batch(batch_id, s)
         assert second["attempted"] == 0  # deferred is final for a plain rerun
         third = deliver_batch(batch_id, s, retry_deferred=True)
@@ -197,3 +196,31 @@ def test_paper_queue_manifest_and_print_pdf(bevis_env: Path) -> None:
         r["uvci"]: r["hc1"] for r in pq.read_table(RunPaths.of("acc4").signed(batch_id)).to_pylist()
     }
     assert decode_qr(page.render(scale=2).to_pil().convert("L")) == [signed[rows[0]["uvci"]]]
+
+
+def test_far_down_leaves_batch_pending_for_the_retry(bevis_env: Path) -> None:
+    import httpx
+
+    from jobs.delivery import deliver_batch, outcome_counts
+    from jobs.errors import MailboxUnavailable
+    from jobs.mailbox.drill import synthetic_batch
+    from jobs.mailbox.simulator import running_simulator
+    from jobs.settings import get_settings
+
+    s0 = get_settings(**FAST)
+    batch_id = synthetic_batch("acc5", 12, s0)
+    with running_simulator(s0) as sim_url:
+        s = get_settings(mailbox_url=sim_url, **FAST)
+        httpx.post(f"{sim_url}/_admin/outage", json={"requests": 10_000, "scope": "far"})
+        with pytest.raises(MailboxUnavailable, match="acc5-b0001"):
+            deliver_batch(batch_id, s)
+        assert outcome_counts(batch_id, s) == {
+            "DIGITAL": 0,
+            "PAPER": 0,
+            "DEFERRED": 0,
+            "pending": 12,
+        }
+        httpx.post(f"{sim_url}/_admin/outage", json={"requests": 0})
+        done = deliver_batch(batch_id, s)
+        assert done["pending"] == 0 and done["DIGITAL"] + done["PAPER"] == 12
+        _check_invariants(batch_id, 12, s.resolved_ledger_url(), bevis_env / "mailbox-sim.db")

@@ -188,10 +188,12 @@ class FaultState:
         self.retry_after = s.simulator_retry_after_s
         self.latency = s.simulator_latency_ms / 1000
         self.rng = random.Random(0)
-        self.lost_acks: set[str] = set()
+        self.scope = "all"  # which endpoints an outage hits: all | operators | far
         self.lock = threading.Lock()
 
-    def outage_now(self, stored: int) -> bool:
+    def outage_now(self, stored: int, endpoint: str) -> bool:
+        if self.scope not in ("all", endpoint):
+            return False
         now = datetime.now(UTC)
         if any(a <= now < b for a, b in self.windows):
             return True
@@ -243,7 +245,7 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
     @app.post("/far/isReachable")
     async def is_reachable(request: Request):
         await _latency()
-        if faults.outage_now(store.count() if faults.outage_after is not None else 0):
+        if faults.outage_now(store.count() if faults.outage_after is not None else 0, "far"):
             return _unavailable()
         data = await request.json()
         recipients = data.get("recipients")
@@ -262,7 +264,7 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
         key = request.headers.get("Idempotency-Key")
         if not key or len(key) > 128:
             return JSONResponse({"error": "Idempotency-Key header required (≤128)"}, 400)
-        if faults.outage_now(store.count() if faults.outage_after is not None else 0):
+        if faults.outage_now(store.count() if faults.outage_after is not None else 0, "operators"):
             return _unavailable()
         if faults.error_rate and faults.rng.random() < faults.error_rate:
             stats["errors"] += 1
@@ -308,9 +310,11 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
 
     @app.post("/_admin/outage")
     async def admin_outage(request: Request):
-        """Start an outage now: {"requests": n} or {"seconds": s}."""
+        """Start an outage now: {"requests": n} or {"seconds": s}; "scope": "all" (default),
+        "operators" (FaR keeps answering) or "far"."""
         data = await request.json()
         with faults.lock:
+            faults.scope = data.get("scope", "all")
             if "requests" in data:
                 faults.outage_after = 0
                 faults.outage_left = int(data["requests"])
