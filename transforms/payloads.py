@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 MAPPING_FAILED = "mapping_failed"
+# what the payload row needs from the order's latest extract row
+PERSON_COLUMNS = [
+    "order_id", "pid", "person_id", "given_name", "family_name", "dob", "protected_identity",
+    "address_street", "address_postcode", "address_city", "event_id", "vaccination_date",
+    "county_code",
+]  # fmt: skip
 NO_VACCINATION = "no_vaccination"
 
 
@@ -196,12 +202,13 @@ def map_frame(rows: pd.DataFrame, cfg: MapConfig) -> Mapped:
 
     # a failing row holds back its whole order
     failed_orders = pd.unique(pd.concat([p["order_id"] for p in problems], ignore_index=True))
-    live &= ~rows["order_id"].isin(failed_orders).to_numpy()
+    if len(failed_orders):
+        live &= ~rows["order_id"].isin(failed_orders).to_numpy()
 
     events = rows.loc[live, ["order_id", "event_id", "vaccination_date"]].copy()
     events["primary_doses"] = resolved.loc[live, "primary_doses"].to_numpy()
     latest = doses.latest_doses(events)
-    people = rows.loc[latest["row"].to_numpy()].reset_index(drop=True)
+    people = rows.loc[latest["row"].to_numpy(), PERSON_COLUMNS].reset_index(drop=True)
     people = people.join(
         resolved.loc[latest["row"].to_numpy(), ["mp", "ma", "vp"]].reset_index(drop=True)
     )
