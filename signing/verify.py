@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,11 +186,11 @@ def expiry_problems(
 ) -> list[str]:
     """Why the certificate is not valid at ``at`` (empty list when it is): iat ≤ at ≤ exp,
     and, with the DSC known, notBefore ≤ iat and exp ≤ notAfter."""
-    iat, exp = claims.get(cwt.CLAIM_IAT), claims.get(cwt.CLAIM_EXP)
-    if not isinstance(exp, (int, float)) or isinstance(exp, bool):
-        return ["no exp claim"]
-    if not isinstance(iat, (int, float)) or isinstance(iat, bool):
-        return ["no iat claim"]
+    iat, exp = _numeric_date(claims.get(cwt.CLAIM_IAT)), _numeric_date(claims.get(cwt.CLAIM_EXP))
+    if exp is None:
+        return ["no valid exp claim"]
+    if iat is None:
+        return ["no valid iat claim"]
     now = at.timestamp()
     problems = []
     if now > exp:
@@ -202,6 +203,13 @@ def expiry_problems(
         if exp > _ts(dsc, "not_valid_after"):
             problems.append("exp beyond the DSC's notAfter")
     return problems
+
+
+def _numeric_date(value: Any) -> float | None:
+    """A CWT NumericDate (int or float, finite), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _iso(ts: float) -> str:
@@ -292,8 +300,8 @@ def _verify(v: Verdict, hc1: Any, trust: TrustStore | None, at: dt.datetime) -> 
     v.kid = base64.b64encode(kid).decode() if kid else None
     iss, iat, exp = claims.get(cwt.CLAIM_ISS), claims.get(cwt.CLAIM_IAT), claims.get(cwt.CLAIM_EXP)
     v.iss = iss if isinstance(iss, str) else None
-    v.iat = int(iat) if isinstance(iat, (int, float)) and not isinstance(iat, bool) else None
-    v.exp = int(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+    v.iat = None if _numeric_date(iat) is None else int(iat)
+    v.exp = None if _numeric_date(exp) is None else int(exp)
     dcc = jsonable(cwt.dcc_of(claims))
     v.payload = dcc
 

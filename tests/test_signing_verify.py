@@ -142,6 +142,19 @@ def test_expiry_at_a_clock(es: Signer) -> None:
     assert naive.checks["expiry"] == "ok"
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "2030-01-01", None, True])
+def test_expiry_refuses_non_numeric_dates(es: Signer, bad) -> None:
+    iat, _ = _iat_exp()
+    payload = cbor2.dumps({1: "SE", 6: iat, 4: bad, -260: {1: SAMPLE}})
+    hc1 = "HC1:" + b45encode(zlib.compress(cose.sign1(payload, es)))
+    v = verify(hc1, trust=[es.dsc], at=NOW)
+    assert not v.valid and v.exp is None
+    if isinstance(bad, float):  # a number, but not a date: the expiry check fails
+        assert v.checks["expiry"] == "fail" and v.checks["signature"] == "ok"
+    else:  # not a NumericDate at all: the CWT does not decode
+        assert v.checks["decode"] == "fail" and v.reasons[0].startswith("decode: cwt")
+
+
 def test_key_usage_against_certificate_type() -> None:
     tests_only = _signer("ec", types="t")
     iat, exp = _iat_exp()
