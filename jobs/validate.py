@@ -13,6 +13,7 @@ history); the quarantine entries name the failing rows. Every call is idempotent
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -295,8 +296,189 @@ def _array(values: list[str]):
 # --- dcc_payload ---------------------------------------------------------------------------
 
 
+def _ledger_uvcis(uvcis: list[str], s: Settings) -> dict[str, str]:
+    """UVCI -> order id of the certificates the ledger already holds, for these UVCIs."""
+    from sqlalchemy import select
+
+    from jobs.db import engine, migrate
+    from jobs.ledger import Certificate
+
+    url = s.resolved_ledger_url()
+    migrate("ledger", url)
+    found: dict[str, str] = {}
+    with engine(url).connect() as conn:
+        for i in range(0, len(uvcis), 5000):
+            chunk = uvcis[i : i + 5000]
+            rows = conn.execute(
+                select(Certificate.uvci, Certificate.order_id).where(Certificate.uvci.in_(chunk))
+            )
+            found.update({u: o for u, o in rows})
+    return found
+
+
 def _validate_dcc_payload(run_id: str, s: Settings) -> ValidationResult:
-    raise NotImplementedError
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from data_quality.payload import payload_facts
+    from data_quality.runner import docs_index, run_suite
+    from data_quality.uvci import checks_ok
+    from jobs import quarantine
+    from jobs.storage import write_parquet_atomic
+
+    t0 = time.perf_counter()
+    clock = _Clock()
+    suite = "dcc_payload"
+    paths = RunPaths.of(run_id, s)
+    if not paths.payloads.exists():
+        raise FileNotFoundError(f"run {run_id} has no payloads.parquet; run the map step first")
+    table = pq.read_table(paths.payloads)
+    clock.lap("read")
+    n = table.num_rows
+    uvci = pc.fill_null(table.column("uvci").combine_chunks(), "")
+    facts = payload_facts(table.column("payload_json").to_pylist())
+    clock.lap("schema")
+    in_payload = facts["payload_ci"].to_numpy(dtype=object, na_value=None) == np.asarray(
+        uvci.to_pylist(), dtype=object
+    )
+    uvci_list = uvci.to_pylist()
+    held = _ledger_uvcis(sorted(set(uvci_list) - {""}), s)
+    orders = table.column("order_id").to_pylist()
+    not_in_ledger = np.array(
+        [held.get(u) in (None, o) for u, o in zip(uvci_list, orders, strict=True)], dtype=bool
+    )
+    frame = pd.DataFrame(
+        {
+            "row": np.arange(n, dtype=np.int64),
+            "schema_ok": facts["schema_ok"].to_numpy(dtype=bool),
+            "value_sets_ok": facts["value_sets_ok"].array,
+            "transliterated_names_ok": facts["transliterated_names_ok"].to_numpy(dtype=bool),
+            "uvci": pd.array(uvci_list, dtype="string"),
+            "uvci_check_ok": checks_ok(uvci) & in_payload,
+            "uvci_not_in_ledger": not_in_ledger,
+        }
+    )
+    clock.lap("facts")
+    country, issuer = re.escape(s.issuer_country), re.escape(s.uvci_issuer)
+    pattern = rf"^URN:UVCI:01:{country}:{issuer}/[A-Z0-9]+(/[A-Z0-9]+)*#[A-Z0-9/:]$"
+    outcome = run_suite(
+        paths.root / "gx",
+        paths.data_docs,
+        run_id,
+        suite,
+        S.dcc_payload_checks(pattern),
+        frame,
+        ("row",),
+    )
+    clock.lap("gx_rows")
+    identity = pa.table(
+        {
+            "order_id": table.column("order_id"),
+            "pid": table.column("pid"),
+            "event_id": pa.nulls(n, pa.string()),
+        }
+    )
+    new_entries = _entries(suite, outcome, identity)
+    # payloads.parquet is rewritten without the quarantined orders, so a rerun sees only
+    # the good ones: keep the entries of earlier runs of this step
+    previous = _previous_entries(paths, suite)
+    entries = list({_key(e): e for e in previous + new_entries}.values())
+    quarantine.record(run_id, suite, entries, settings=s)
+    clock.lap("quarantine")
+
+    bad = {e["order_id"] for e in new_entries}
+    all_orders = set(orders) | {e["order_id"] for e in previous}
+    quarantined = {e["order_id"] for e in entries}
+    gate_facts = {
+        "orders_in_file": len(all_orders),
+        "quarantine_rate": len(quarantined) / len(all_orders) if all_orders else 0.0,
+    }
+    _gates(
+        paths,
+        run_id,
+        suite,
+        [S.quarantine_rate_gate(s.quarantine_threshold)],
+        {"quarantine_rate": gate_facts["quarantine_rate"]},
+    )
+    clock.lap("gx_gates")
+    if bad:
+        keep = pc.invert(pc.is_in(table.column("order_id"), value_set=_array(sorted(bad))))
+        write_parquet_atomic(table.filter(keep), paths.payloads)
+    clock.lap("write")
+    return _result(
+        run_id,
+        suite,
+        None,
+        n,
+        len(all_orders),
+        quarantined,
+        entries,
+        paths.payloads,
+        docs_index(paths.data_docs),
+        t0,
+        gate_facts,
+        clock,
+    )
+
+
+def _key(e: dict[str, Any]) -> tuple:
+    return (e.get("expectation"), e.get("order_id"), e.get("event_id"))
+
+
+def _previous_entries(paths: RunPaths, step: str) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    from jobs.quarantine import COLUMNS
+
+    path = paths.quarantine(step)
+    if not path.exists():
+        return []
+    return [{c: r.get(c) for c in COLUMNS} for r in pq.read_table(path).to_pylist()]
+
+
+def _result(
+    run_id: str,
+    suite: str,
+    batch_id: str | None,
+    rows: int,
+    orders: int,
+    quarantined: set[str],
+    entries: list[dict[str, Any]],
+    output,
+    docs,
+    t0: float,
+    gates: dict[str, Any],
+    clock: _Clock,
+) -> ValidationResult:
+    result = ValidationResult(
+        run_id=run_id,
+        suite=suite,
+        batch_id=batch_id,
+        rows=rows,
+        orders=orders,
+        quarantined_orders=len(quarantined),
+        quarantine_entries=len(entries),
+        reasons=_reasons(entries),
+        output=str(output) if output else None,
+        data_docs=str(docs),
+        seconds=round(time.perf_counter() - t0, 3),
+        gates=gates,
+        phases=clock.laps,
+    )
+    log.info(
+        "validated",
+        run_id=run_id,
+        suite=suite,
+        batch_id=batch_id,
+        rows=rows,
+        quarantined_orders=result.quarantined_orders,
+        reasons=result.reasons,
+        seconds=result.seconds,
+    )
+    return result
 
 
 def _validate_signed_batch(batch_id: str, s: Settings) -> ValidationResult:
