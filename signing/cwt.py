@@ -52,14 +52,17 @@ def clean(value: Any) -> Any:
     return value
 
 
-def encode_claims(payload: dict[str, Any], *, iss: str, iat: int, exp: int) -> bytes:
-    """CBOR of the claims set for one certificate."""
+def encode_claims(
+    payload: dict[str, Any], *, iss: str, iat: int, exp: int, is_clean: bool = False
+) -> bytes:
+    """CBOR of the claims set for one certificate (``is_clean``: the caller has proven the
+    payload needs no :func:`clean` pass)."""
     return cbor2.dumps(
         {
             CLAIM_ISS: iss,
-            CLAIM_IAT: int(iat),
-            CLAIM_EXP: int(exp),
-            CLAIM_HCERT: {HCERT_EU_DCC: clean(payload)},
+            CLAIM_IAT: iat,
+            CLAIM_EXP: exp,
+            CLAIM_HCERT: {HCERT_EU_DCC: payload if is_clean else clean(payload)},
         }
     )
 

@@ -22,7 +22,7 @@ import cbor2
 
 from signing.base45 import b45encode
 from signing.cose import COSE_SIGN1_TAG, sig_structure
-from signing.cwt import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS, HCERT_EU_DCC, clean
+from signing.cwt import encode_claims
 from signing.dcc import issuance_problems
 
 if TYPE_CHECKING:
@@ -95,14 +95,7 @@ def parse_payload(text: str) -> tuple[Any, bool]:
 def _hc1(
     payload: dict[str, Any], signer: Signer, iss: str, iat: int, exp: int, is_clean: bool = False
 ) -> str:
-    claims = cbor2.dumps(
-        {
-            CLAIM_ISS: iss,
-            CLAIM_IAT: iat,
-            CLAIM_EXP: exp,
-            CLAIM_HCERT: {HCERT_EU_DCC: payload if is_clean else clean(payload)},
-        }
-    )
+    claims = encode_claims(payload, iss=iss, iat=iat, exp=exp, is_clean=is_clean)
     protected = signer.protected
     signature = signer.sign(sig_structure(protected, claims))
     cose = cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, claims, signature]))
