@@ -130,6 +130,8 @@ def build_json(people: pd.DataFrame, cfg: MapConfig) -> pa.Array:
 
 
 def _entries(frame: pd.DataFrame, mask, reason: str, detail) -> pd.DataFrame:
+    """Quarantine entries for the rows of ``frame`` selected by ``mask``; ``detail`` is one
+    text for all, or one per selected row."""
     import pandas as pd
 
     sel = frame.loc[mask, ["order_id", "event_id", "pid"]]
@@ -147,7 +149,7 @@ def _entries(frame: pd.DataFrame, mask, reason: str, detail) -> pd.DataFrame:
         },
         dtype=object,
     )
-    out["detail"] = detail if isinstance(detail, str) else list(detail[mask])
+    out["detail"] = detail if isinstance(detail, str) else list(detail)
     return out
 
 
@@ -179,7 +181,7 @@ def map_frame(rows: pd.DataFrame, cfg: MapConfig) -> Mapped:
             not_v,
             MAPPING_FAILED,
             "certificate type "
-            + rows["cert_type"].fillna("?").astype(str)
+            + rows.loc[not_v, "cert_type"].fillna("?").astype(str)
             + " has no source in the NVR",
         )
     )
@@ -195,7 +197,7 @@ def map_frame(rows: pd.DataFrame, cfg: MapConfig) -> Mapped:
     for reason in (prod.UNKNOWN, prod.INACTIVE):
         bad = live & (status == reason)
         what = "not in the product table" if reason == prod.UNKNOWN else "has an inactive code"
-        reported = rows["vaccine"].fillna("(none)").astype(str).str.slice(0, 60)
+        reported = rows.loc[bad, "vaccine"].fillna("(none)").astype(str).str.slice(0, 60)
         detail = "vaccine '" + reported + f"' {what} (products {table.version})"
         problems.append(_entries(rows, bad, reason, detail))
         live &= ~bad
@@ -230,7 +232,7 @@ def map_frame(rows: pd.DataFrame, cfg: MapConfig) -> Mapped:
     has_dose_problem = pd.notna(dose_problem)
     detail[has_dose_problem] = dose_problem[has_dose_problem]
     bad = pd.notna(detail)
-    problems.append(_entries(people, bad, MAPPING_FAILED, pd.Series(detail)))
+    problems.append(_entries(people, bad, MAPPING_FAILED, detail[bad]))
     people = people.loc[~bad].reset_index(drop=True)
 
     people["dob"] = people["dob_dcc"]
