@@ -89,7 +89,7 @@ def extract_frame(orders: int, seed: int = 0) -> pd.DataFrame:
         {
             "order_id": order_ids[order_idx],
             "pid": ("p" + ids)[order_idx],
-            "person_id": ("1990" + ids[:].astype(str))[order_idx],
+            "person_id": ("199" + ids)[order_idx],  # 12 digits, not a valid pnr
             "requested_at": ts,
             "consent_at": ts,
             "cert_type": "v",
