@@ -244,15 +244,16 @@ def signed_batch_checks() -> list[Check]:
             "certificate_verifies",
             "ExpectColumnValuesToBeInSet",
             _is_true("verifies"),
-            "The HC1 decodes (Base45, zlib, COSE, CWT), its signature verifies with the DSC, "
-            "its payload passes the schema, and it is within its validity.",
+            "The HC1 decodes (Base45, zlib, COSE, CWT), its signature verifies with the DSC "
+            "and its payload passes the schema.",
             R.SIGNATURE_INVALID,
         ),
         Check(
             "certificate_matches_plan",
             "ExpectColumnValuesToBeInSet",
             _is_true("matches_plan"),
-            "The signed certificate carries the UVCI of the payload planned for its order.",
+            "The signed certificate carries the UVCI of the payload planned for its order "
+            "(in the file and inside the signed payload).",
             R.SIGNATURE_INVALID,
         ),
     ]
@@ -296,6 +297,15 @@ def batch_count_gate(planned: int) -> Check:
         "ExpectColumnValuesToBeBetween",
         {"column": "signed_matching_plan", "min_value": planned, "max_value": planned},
         f"The batch holds one signed certificate for each of the {planned} planned orders.",
+    )
+
+
+def no_unplanned_gate() -> Check:
+    return Check(
+        "no_unplanned_certificates",
+        "ExpectColumnValuesToBeBetween",
+        {"column": "unplanned_certificates", "min_value": 0, "max_value": 0},
+        "The batch holds no certificate for an order that was not planned into it.",
     )
 
 
