@@ -95,6 +95,24 @@ def _upper_keys(d: Any) -> dict[str, Any]:
     return {str(k).upper(): v for k, v in d.items()} if isinstance(d, dict) else {}
 
 
+def _as_bool(value: Any) -> bool | None:
+    """EXPECTED* values: JSON booleans (some issuers wrote "true"/"false" strings)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def clock_of(ctx: dict[str, Any]) -> dt.datetime:
+    """TESTCTX.VALIDATIONCLOCK (or its validationClockInstant twin); now when absent."""
+    for key in ("VALIDATIONCLOCK", "VALIDATIONCLOCKINSTANT"):
+        text = ctx.get(key)
+        if isinstance(text, str) and text.strip():
+            return parse_clock(text)
+    return dt.datetime.now(dt.UTC)
+
+
 def _unhex(value: Any) -> bytes:
     if not isinstance(value, str):
         raise Skip
@@ -147,7 +165,9 @@ class Vector:
         self.raw = _upper_keys(data)
         self.ctx = _upper_keys(self.raw.get("TESTCTX"))
         results = self.raw.get("EXPECTEDRESULTS", self.raw.get("EXPECTEDRESULT"))
-        self.expected = {k: v for k, v in _upper_keys(results).items() if isinstance(v, bool)}
+        self.expected = {
+            k: b for k, v in _upper_keys(results).items() if (b := _as_bool(v)) is not None
+        }
 
     def need(self, *keys: str) -> list[Any]:
         values = [self.raw.get(k) for k in keys]
@@ -226,10 +246,8 @@ def _verify(v: Vector) -> bool:
 
 
 def _expiry(v: Vector) -> bool:
-    clock_text = v.ctx.get("VALIDATIONCLOCK")
-    clock = parse_clock(clock_text) if isinstance(clock_text, str) else dt.datetime.now(dt.UTC)
     claims = V.claims_of(v.message())
-    return not V.expiry_problems(claims, clock, v.cert())
+    return not V.expiry_problems(claims, clock_of(v.ctx), v.cert())
 
 
 def _key_usage(v: Vector) -> bool:
@@ -289,25 +307,44 @@ def run_step(step: str, vector: Vector) -> tuple[bool | None, str]:
 # --- discovery and known issues -----------------------------------------------------------
 
 
+def _in_2dcode(path: Path) -> bool:
+    return any(part.lower() == "2dcode" for part in path.resolve().parts[:-1])
+
+
 def discover(root: Path) -> Iterator[Path]:
-    """Every vector file: JSON under a ``2DCode`` folder (any case, any depth below it,
-    so versioned and key-variant sub-folders count), or any JSON with EXPECTEDRESULTS."""
-    for path in sorted(root.rglob("*.json")):
-        if any(part.lower() == "2dcode" for part in path.relative_to(root).parts[:-1]):
-            yield path
+    """Candidate vector files: every JSON below ``root`` (any depth, so versioned and
+    key-variant sub-folders count). Files under a ``2DCode`` folder are vectors by
+    position (unreadable ones are errors); elsewhere a JSON is a vector only when it
+    carries EXPECTEDRESULTS (so DIR may be the whole repository, a country or a raw
+    folder, and schema or value-set files are ignored)."""
+    yield from sorted(p for p in Path(root).rglob("*.json") if p.is_file())
 
 
 def country_and_set(root: Path, path: Path) -> tuple[str, str]:
-    parts = path.relative_to(root).parts
+    """(country, test set) as upstream's known_issues.csv names them: the folder in front
+    of ``2DCode`` and the file's stem."""
+    parts = path.resolve().parts
     lowered = [p.lower() for p in parts]
-    i = lowered.index("2dcode") if "2dcode" in lowered else 0
-    country = parts[i - 1] if i > 0 else root.name
-    return country, path.stem
+    if "2dcode" in lowered:
+        i = lowered.index("2dcode")
+        if i > 0:
+            return parts[i - 1], path.stem
+    rel = path.relative_to(root).parts
+    return (rel[0] if len(rel) > 1 else Path(root).resolve().name), path.stem
 
 
 def load_known_issues(root: Path) -> dict[tuple[str, str, str], str]:
+    """Upstream's known_issues.csv: in DIR, DIR/tests, below DIR, or in a parent of DIR
+    (when DIR is one country of a checkout). All files found are merged."""
+    root = Path(root).resolve()
+    near = [
+        d / n
+        for d in (root, *list(root.parents)[:3])
+        for n in ("known_issues.csv", "tests/known_issues.csv")
+    ]
+    candidates = dict.fromkeys([*near, *sorted(root.rglob("known_issues.csv"))])
     issues: dict[tuple[str, str, str], str] = {}
-    for candidate in (root / "known_issues.csv", root / "tests" / "known_issues.csv"):
+    for candidate in candidates:
         if candidate.is_file():
             with candidate.open(newline="", encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
@@ -317,7 +354,6 @@ def load_known_issues(root: Path) -> dict[tuple[str, str, str], str]:
                         (row.get("test_set") or "").strip(),
                     )
                     issues[key] = (row.get("reason") or "known issue").strip()
-            break
     return issues
 
 
@@ -342,12 +378,16 @@ def run(root: Path) -> Report:
     issues = load_known_issues(root)
     for path in discover(root):
         rel = path.relative_to(root).as_posix()
+        by_position = _in_2dcode(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8-sig"))
         except Exception as exc:
-            report.errors.append(f"{rel}: unreadable vector ({type(exc).__name__})")
+            if by_position:
+                report.errors.append(f"{rel}: unreadable vector ({type(exc).__name__})")
             continue
         if not isinstance(data, dict):
+            continue
+        if not by_position and not any(str(k).upper().startswith("EXPECTEDRESULT") for k in data):
             continue
         vector = Vector(data)
         if not vector.expected:
