@@ -401,23 +401,25 @@ def _delivery_facts(frame) -> tuple[list[dict], list[dict]]:
         status=frame["status"].map(lambda v: getattr(v, "value", v)),
         operator=frame["operator"].astype(object).where(frame["operator"].notna(), None),
     )
-    facts = []
     keys = ["day", "channel", "operator", "status"]
-    for key, g in frame.groupby(keys, dropna=False, sort=True):
-        lat = pd.to_numeric(g["latency_ms"], errors="coerce").dropna()
-        q = lat.quantile([0.5, 0.9, 0.99]) if len(lat) else None
-        facts.append(
-            {
-                **dict(zip(keys, key, strict=True)),
-                "operator": None if pd.isna(key[2]) else key[2],
-                "attempts": len(g),
-                "latency_n": len(lat),
-                "latency_p50_ms": float(q.iloc[0]) if q is not None else None,
-                "latency_p90_ms": float(q.iloc[1]) if q is not None else None,
-                "latency_p99_ms": float(q.iloc[2]) if q is not None else None,
-                "latency_max_ms": float(lat.max()) if len(lat) else None,
-            }
-        )
+    frame["operator"] = frame["operator"].fillna("\x00")  # groupby-safe stand-in for NULL
+    frame["latency_ms"] = pd.to_numeric(frame["latency_ms"], errors="coerce")
+    grouped = frame.groupby(keys, sort=True)["latency_ms"]
+    stats = grouped.agg(attempts="size", latency_n="count", latency_max_ms="max")
+    q = grouped.quantile([0.5, 0.9, 0.99]).unstack()
+    stats["latency_p50_ms"], stats["latency_p90_ms"], stats["latency_p99_ms"] = (
+        q[0.5],
+        q[0.9],
+        q[0.99],
+    )
+    facts = []
+    for key, row in stats.iterrows():
+        fact = dict(zip(keys, key, strict=True))
+        fact["operator"] = None if fact["operator"] == "\x00" else fact["operator"]
+        fact["attempts"], fact["latency_n"] = int(row["attempts"]), int(row["latency_n"])
+        for c in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms"):
+            fact[c] = None if pd.isna(row[c]) else float(row[c])
+        facts.append(fact)
     lat = frame.dropna(subset=["latency_ms"])
     hist = []
     if not lat.empty:
