@@ -32,6 +32,22 @@ if TYPE_CHECKING:
 PREFIX = "HC1:"
 DAY = 86400
 
+try:  # zlib-ng's level 1 is deflate_quick: static Huffman codes, no per-call tree building
+    from zlib_ng import zlib_ng as _zlib
+
+    COMPRESSION_LEVEL = 1
+except ImportError:  # pragma: no cover - declared dependency; stdlib zlib as a fallback
+    _zlib = zlib
+    COMPRESSION_LEVEL = 9
+
+
+def _compress(data: bytes) -> bytes:
+    """A standard zlib (RFC 1950/1951) stream. For a ~350-byte COSE message any stdlib
+    level costs ~25 µs, almost all of it building dynamic Huffman trees that save a few
+    bytes at best; zlib-ng's deflate_quick takes ~7 µs for +1 % size (see
+    docs/decisions/signing.md)."""
+    return _zlib.compress(data, COMPRESSION_LEVEL)
+
 
 class ValidityError(ValueError):
     """The requested validity does not fit the DSC's own validity."""
@@ -99,7 +115,7 @@ def _hc1(
     protected = signer.protected
     signature = signer.sign(sig_structure(protected, claims))
     cose = cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, claims, signature]))
-    return PREFIX + b45encode(zlib.compress(cose, 9))
+    return PREFIX + b45encode(_compress(cose))
 
 
 def issue(payload: dict[str, Any], signer: Signer, *, iat: int, exp: int, iss: str = "SE") -> str:

@@ -123,3 +123,18 @@ def test_pkcs_dates_are_unix_seconds(keys: Path) -> None:
     assert (
         abs(signer.not_before - (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).timestamp()) < 60
     )
+
+
+def test_compression_is_standard_zlib_and_as_small(keys: Path) -> None:
+    """zlib-ng's fast level must stay a standard stream (stdlib inflates it) and cost at
+    most a few bytes against stdlib level 9."""
+    from signing.hcert import _compress
+
+    signer = file_signer(keys)
+    iat, exp = validity(signer, int(time.time()), 30)
+    for payload in SAMPLES:
+        hc1 = issue(payload, signer, iat=iat, exp=exp)
+        packed = b45decode(hc1[4:])
+        cose_bytes = zlib.decompress(packed)
+        assert packed[0] == 0x78  # zlib header, deflate with 32 KiB window
+        assert len(_compress(cose_bytes)) <= len(zlib.compress(cose_bytes, 9)) * 1.03 + 2
