@@ -199,3 +199,31 @@ def test_render_batch_reads_run_files_on_a_process_pool(bevis_env: Path) -> None
     assert signed[5]["uvci"] in _page_text(pdf)  # the payload column wins over the HC1
     again = render_batch(batch_id)
     assert (again["rendered"], again["skipped"]) == (0, 70)
+
+
+def test_signed_certificate_round_trip_through_the_page(bevis_env: Path) -> None:
+    """Sign with development keys, render, read the QR from the page with ZBar, and the
+    signature of what was read verifies against the DSC."""
+    import time
+
+    from jobs.mailbox.drill import drill_payload
+    from jobs.pdf import certificate_pdf, view_of
+    from jobs.settings import get_settings
+    from signing.hcert import issue, validity
+    from signing.keys import init_dev_keys, load_signer
+    from signing.qr import decode_qr
+    from signing.verify import verify
+
+    s = get_settings()
+    init_dev_keys(s.resolved_key_dir(), settings=s)
+    signer = load_signer(s)
+    iat = int(time.time())
+    iat, exp = validity(signer, iat, 365)
+    payload = drill_payload(2, "URN:UVCI:01:SE:EHM/ROUNDTRIP1")
+    hc1 = issue(payload, signer, iat=iat, exp=exp)
+    page = _page_image(certificate_pdf(view_of(payload, hc1, exp)))
+    (read,) = decode_qr(page)
+    assert read == hc1
+    verdict = verify(read, trust=[signer.dsc])
+    assert verdict.valid, verdict.reasons
+    assert verdict.payload["nam"]["fn"] == "Kowalski"
