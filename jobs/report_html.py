@@ -442,7 +442,7 @@ def render_report(pub: Publication) -> str:
     cards = [
         (_fmt(f.get("certificates")), "certificates issued"),
         (_fmt(f.get("people_new")), "people reached (first certificate in period)"),
-        (_fmt(f.get("people_to_date")), "people reached to date"),
+        (_fmt(f.get("people_digital")), "of them reached digitally"),
         (share_text, f"delivered digitally (reference {DIGITAL_REFERENCE * 100:.0f} %)"),
         (_fmt(f.get("quarantine_entries")), "records quarantined"),
         (_fmt(f.get("delivery_attempts")), "delivery attempts"),
@@ -488,9 +488,9 @@ day's channels are withheld, they are shown together as one grey segment.</figca
 <h2>People reached</h2>
 <figure>{people_chart}
 <figcaption>Distinct people (counted once, by their pseudonymous id in the ledger) by the day
-of their first certificate. People reached in the period: <b>{_fmt(f.get("people_new"))}</b>;
-to date: <b>{_fmt(f.get("people_to_date"))}</b>, of whom <b>{_fmt(f.get("people_digital_to_date"))}</b>
-have received at least one certificate digitally.</figcaption></figure>
+of their first certificate. People reached for the first time in the period:
+<b>{_fmt(f.get("people_new"))}</b>, of whom <b>{_fmt(f.get("people_digital"))}</b> have received at
+least one certificate digitally.</figcaption></figure>
 
 <h2>Digital share over time</h2>
 <figure>{share_chart}
@@ -514,8 +514,9 @@ queue), DEFERRED (to be tried in a later run), PENDING (not finished yet).</figc
 an unreachable recipient falls back to paper).</figcaption></figure>
 {crosstab(att, "status", "channel", "attempts", "status", "channel")}
 <p class="note">Latency of timed attempts (milliseconds; “p90 ≤ 120” means 90 % of attempts
-took at most 120 ms; buckets about 9 % wide).</p>
-{plain_table(lat, {"channel": "channel", "status": "status", "attempts_timed": "attempts timed", "p50_ms_le": "p50 ≤ ms", "p90_ms_le": "p90 ≤ ms", "p99_ms_le": "p99 ≤ ms"})}
+took at most 120 ms; buckets about 9 % wide; shown where at least {threshold} attempts were
+timed).</p>
+{plain_table(lat, {"channel": "channel", "status": "status", "p50_ms_le": "p50 ≤ ms", "p90_ms_le": "p90 ≤ ms", "p99_ms_le": "p99 ≤ ms"})}
 {crosstab(t["certificates_by_operator_channel"], "operator", "channel", "certificates", "operator", "outcome")}
 
 <h2>Throughput</h2>

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Integer,
     SmallInteger,
     String,
+    case,
     cast,
     delete,
     func,
@@ -73,7 +74,8 @@ class IssuanceFact(ReportingBase):
 
 class PeopleFact(ReportingBase):
     """Distinct people reached, by the day of their first certificate (additive over days,
-    so the people reached up to a day is a sum)."""
+    so the people reached up to a day is a sum); ``new_persons_digital``: how many of them
+    have received at least one certificate digitally (so far)."""
 
     __tablename__ = "rpt_people"
 
@@ -278,22 +280,28 @@ def refresh(settings: Settings | None = None) -> RefreshResult:
                 }
             )
 
-        # people reached: distinct pids by the day of their first (digital) certificate
-        people: dict[date, dict[str, int]] = {}
-        for column, where in (
-            ("new_persons", None),
-            ("new_persons_digital", Certificate.outcome == "DIGITAL"),
-        ):
-            first = select(Certificate.pid, func.min(Certificate.issued_at).label("first"))
-            if where is not None:
-                first = first.where(where)
-            first = first.group_by(Certificate.pid).subquery()
-            fday = _day(first.c.first, dialect)
-            for d, n in conn.execute(select(fday, func.count()).group_by(fday)):
-                people.setdefault(_as_date(d), {"new_persons": 0, "new_persons_digital": 0})[
-                    column
-                ] = n
-        rows["rpt_people"] = [{"day": d, **v} for d, v in sorted(people.items())]
+        # people reached: distinct pids by the day of their first certificate, and how many
+        # of them have received a certificate digitally (ever)
+        digital = case((Certificate.outcome == "DIGITAL", 1), else_=0)
+        first = (
+            select(
+                Certificate.pid,
+                func.min(Certificate.issued_at).label("first"),
+                func.max(digital).label("digital"),
+            )
+            .group_by(Certificate.pid)
+            .subquery()
+        )
+        fday = _day(first.c.first, dialect)
+        rows["rpt_people"] = sorted(
+            (
+                {"day": _as_date(d), "new_persons": n, "new_persons_digital": int(nd or 0)}
+                for d, n, nd in conn.execute(
+                    select(fday, func.count(), func.sum(first.c.digital)).group_by(fday)
+                )
+            ),
+            key=lambda r: r["day"],
+        )
 
         qday = _day(QuarantineEntry.at, dialect)
         q = select(
@@ -523,24 +531,33 @@ def publish(
         tables[name] = _frame(rows, [*dims, "certificates", "suppressed"])
     figures["certificates"] = issued.published(()) if issued else 0
 
-    # people reached: first certificate in the period, and cumulative up to date_to
-    new = {
-        key_of(day=r.day.isoformat()): r.new_persons
-        for r in people
-        if _in_range(r.day, date_from, None) and r.new_persons
-    }
-    reached = suppress_tables(new, [("day",)], t) if new else None
+    # people reached: by the day of their first certificate, split by whether they have had
+    # a certificate digitally; one suppression problem, so the split cannot be subtracted
+    # out of the total. "To date" only without --from: otherwise it would differ from the
+    # period's total by a count nobody suppressed.
+    pcounts: dict = {}
+    for r in people:
+        if not _in_range(r.day, date_from, None):
+            continue
+        for digital, n in (
+            ("yes", r.new_persons_digital),
+            ("no", r.new_persons - r.new_persons_digital),
+        ):
+            if n:
+                pcounts[key_of(day=r.day.isoformat(), digital=digital)] = n
+    reached = suppress_tables(pcounts, [("day",), ("digital",)], t) if pcounts else None
     tables["people_reached_by_day"] = _frame(
         table_rows(reached, ("day",), "new_persons") if reached else [],
         ["day", "new_persons", "suppressed"],
     )
-    figures["people_new"] = reached.published(()) if reached else 0
-    figures["people_to_date"] = (
-        figures["people_new"]
-        if date_from is None
-        else _small(sum(r.new_persons for r in people), t)
+    tables["people_reached_digitally"] = _frame(
+        table_rows(reached, ("digital",), "persons") if reached else [],
+        ["digital", "persons", "suppressed"],
     )
-    figures["people_digital_to_date"] = _small(sum(r.new_persons_digital for r in people), t)
+    figures["people_new"] = reached.published(()) if reached else 0
+    figures["people_to_date"] = figures["people_new"] if date_from is None else None
+    yes = key_of(digital="yes")
+    figures["people_digital"] = reached.published(yes) if reached and yes in reached.counts else 0
 
     # quarantine: day x reason
     qcounts: dict = {}
@@ -600,11 +617,6 @@ def publish(
     return Publication(date_from, date_to, t, tables, figures, refreshed_at)
 
 
-def _small(n: int, threshold: int) -> int | None:
-    """A lone headline count: withheld when below the threshold (zero is published)."""
-    return None if 0 < n < threshold else n
-
-
 def _frame(rows: list[dict], columns: list[str]):
     import pandas as pd
 
@@ -616,7 +628,8 @@ def _frame(rows: list[dict], columns: list[str]):
 
 def _latency_table(hist: list, threshold: int):
     """Latency percentiles per channel and status from the merged histogram (upper bucket
-    bounds, so "p90 ≤ x ms"); withheld for cells with fewer attempts than the threshold."""
+    bounds, so "p90 ≤ x ms"); withheld for cells with fewer timed attempts than the
+    threshold."""
     import pandas as pd
 
     by: dict[tuple[str, str], dict[float, int]] = {}
@@ -626,24 +639,15 @@ def _latency_table(hist: list, threshold: int):
     rows = []
     for (channel, status), buckets in sorted(by.items()):
         n = sum(buckets.values())
-        row: dict[str, Any] = {"channel": channel, "status": status, "attempts_timed": n}
+        row: dict[str, Any] = {"channel": channel, "status": status}
         for q in (0.5, 0.9, 0.99):
             row[f"p{round(q * 100)}_ms_le"] = None if n < threshold else _hist_quantile(buckets, q)
         row["suppressed"] = "primary" if n < threshold else ""
-        if n < threshold:
-            row["attempts_timed"] = None
         rows.append(row)
+    # the number of timed attempts is not published: next to the attempts table it would
+    # give away small counts (untimed attempts) and secondary-suppressed cells
     return pd.DataFrame(
-        rows,
-        columns=[
-            "channel",
-            "status",
-            "attempts_timed",
-            "p50_ms_le",
-            "p90_ms_le",
-            "p99_ms_le",
-            "suppressed",
-        ],
+        rows, columns=["channel", "status", "p50_ms_le", "p90_ms_le", "p99_ms_le", "suppressed"]
     )
 
 

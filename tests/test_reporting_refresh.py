@@ -48,8 +48,11 @@ def ledger_truth(url: str) -> dict:
         )
         by_county_age = Counter((c.county or UNKNOWN, c.age_band or UNKNOWN) for c in certs)
         first: dict[str, datetime] = {}
+        digital: set[str] = set()
         for c in certs:
             first[c.pid] = min(first.get(c.pid, c.issued_at), c.issued_at)
+            if c.outcome is not None and c.outcome.value == "DIGITAL":
+                digital.add(c.pid)
         operators: dict[tuple, int] = Counter()
         for c in certs:
             ok = [
@@ -69,6 +72,10 @@ def ledger_truth(url: str) -> dict:
         "by_county_age": by_county_age,
         "by_operator_channel": operators,
         "people_by_day": Counter(d.date().isoformat() for d in first.values()),
+        "people_digital_by_day": Counter(
+            d.date().isoformat() for p, d in first.items() if p in digital
+        ),
+        "persons_digital": len(digital),
         "persons": len(first),
         "quarantine": quarantine,
         "attempts": attempts,
@@ -88,8 +95,11 @@ def assert_reconciles(settings) -> None:
         for f in s.scalars(select(IssuanceFact)):
             facts[(f.day.isoformat(), f.channel)] += f.certificates
         assert facts == truth["by_day_channel"]
-        people = {p.day.isoformat(): p.new_persons for p in s.scalars(select(PeopleFact))}
-        assert people == dict(truth["people_by_day"])
+        people = s.scalars(select(PeopleFact)).all()
+        assert {p.day.isoformat(): p.new_persons for p in people} == dict(truth["people_by_day"])
+        assert {
+            p.day.isoformat(): p.new_persons_digital for p in people if p.new_persons_digital
+        } == dict(truth["people_digital_by_day"])
         q = Counter()
         for f in s.scalars(select(QuarantineFact)):
             q[(f.day.isoformat(), f.reason_code)] += f.entries
@@ -135,6 +145,13 @@ def assert_reconciles(settings) -> None:
     people = pub.tables["people_reached_by_day"]
     assert int(people[people["day"] == "All"]["new_persons"].iloc[0]) == truth["persons"]
     assert pub.figures["certificates"] == truth["certificates"]
+    split = {
+        r["digital"]: r["persons"]
+        for r in pub.tables["people_reached_digitally"].to_dict("records")
+    }
+    assert split["All"] == truth["persons"]
+    assert split["yes"] == pub.figures["people_digital"] == truth["persons_digital"]
+    assert split["no"] == truth["persons"] - truth["persons_digital"]
 
 
 @pytest.fixture
