@@ -18,10 +18,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import cbor2
-
 from signing.base45 import b45encode
-from signing.cose import COSE_SIGN1_TAG, sig_structure
+from signing.cose import encode_sign1, sig_structure
 from signing.cwt import encode_claims
 from signing.dcc import issuance_problems
 
@@ -114,7 +112,7 @@ def _hc1(
     claims = encode_claims(payload, iss=iss, iat=iat, exp=exp, is_clean=is_clean)
     protected = signer.protected
     signature = signer.sign(sig_structure(protected, claims))
-    cose = cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, claims, signature]))
+    cose = encode_sign1(protected, claims, signature)
     return PREFIX + b45encode(_compress(cose))
 
 

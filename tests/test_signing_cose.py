@@ -170,3 +170,16 @@ def test_dev_certificate_and_cose_agree_on_kid(tmp_path) -> None:
     msg.key = EC2Key._from_cryptography_key(signer.dsc.public_key())
     assert msg.phdr[KID] == kid
     assert msg.verify_signature()
+
+
+@pytest.mark.parametrize("size", [0, 1, 23, 24, 255, 256, 65535, 65536])
+def test_hand_assembled_cbor_is_byte_identical_to_cbor2(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    protected = cbor2.dumps({1: -7, 4: b"12345678"})
+    assert cose.sig_structure(protected, payload) == cbor2.dumps(
+        ["Signature1", protected, b"", payload]
+    )
+    sig = b"\x01" * 64
+    assert cose.encode_sign1(protected, payload, sig) == cbor2.dumps(
+        cbor2.CBORTag(18, [protected, {}, payload, sig])
+    )
