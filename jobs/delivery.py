@@ -196,8 +196,9 @@ class Courier:
         from jobs.mailbox import MAX_RECIPIENTS_PER_LOOKUP
 
         sem = asyncio.Semaphore(self.s.mailbox_concurrency)
-        for start in range(0, len(items), MAX_RECIPIENTS_PER_LOOKUP):
-            chunk = items[start : start + MAX_RECIPIENTS_PER_LOOKUP]
+        size = min(self.s.mailbox_lookup_chunk, MAX_RECIPIENTS_PER_LOOKUP)
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
             if in_service_window(self.windows):
                 for item in items[start:]:
                     self.defer(item, "service_window")
@@ -444,6 +445,42 @@ def outcome_counts(batch_id: str, settings: Settings | None = None) -> dict[str,
     return counts
 
 
+def _deliver_part(
+    batch_id: str,
+    items: Sequence[Item],
+    settings: Settings,
+    pdf_dir: Path,
+    retry_deferred: bool,
+    adapter=None,
+) -> dict[str, Any]:
+    """Deliver some certificates of a batch in this process: one event loop, one pooled
+    client, one ledger writer. Returns the rows written and the reasons counted."""
+    from jobs.mailbox.http import HttpMailbox
+
+    writer = LedgerWriter(settings.resolved_ledger_url(), batch_id, retry_deferred=retry_deferred)
+    client = adapter or HttpMailbox.from_settings(settings)
+    courier = Courier(client, writer, settings, pdf_dir)
+
+    async def main() -> None:
+        try:
+            await courier.run(items)
+        finally:
+            await courier.maybe_flush(force=True)
+            if adapter is None:
+                await client.aclose()
+
+    asyncio.run(main())
+    return {"written": writer.written, "reasons": writer.reasons}
+
+
+def _parts(items: Sequence[Item], n: int, chunk: int) -> list[list[Item]]:
+    """Whole look-up chunks dealt round-robin to ``n`` processes."""
+    parts: list[list[Item]] = [[] for _ in range(n)]
+    for k, start in enumerate(range(0, len(items), chunk)):
+        parts[k % n].extend(items[start : start + chunk])
+    return [p for p in parts if p]
+
+
 def deliver_batch(
     batch_id: str,
     settings: Settings | None = None,
@@ -452,27 +489,38 @@ def deliver_batch(
 ) -> dict[str, Any]:
     """deliver[b]. Idempotent: certificates with an outcome are not sent again (with
     ``retry_deferred``, DEFERRED ones are tried again, with the same idempotency keys).
-    Does not change the Batch state. Returns counts per outcome for the whole batch."""
-    from jobs.mailbox.http import HttpMailbox
+    Does not change the Batch state. Returns counts per outcome for the whole batch.
+
+    Batches of several look-up chunks are spread over ``settings.resolved_workers()``
+    processes (an HTTP client's CPU, not the network, bounds one event loop)."""
+    from jobs.mailbox import MAX_RECIPIENTS_PER_LOOKUP
 
     s = settings or get_settings()
     t0 = time.perf_counter()
     items, total = _pending_items(batch_id, s, retry_deferred)
-    writer = LedgerWriter(s.resolved_ledger_url(), batch_id, retry_deferred=retry_deferred)
+    written, reasons = 0, {}
     if items:
         pdf_dir = _ensure_pdfs(batch_id, items, s)
-        client = adapter or HttpMailbox.from_settings(s)
-        courier = Courier(client, writer, s, pdf_dir)
+        chunk = min(s.mailbox_lookup_chunk, MAX_RECIPIENTS_PER_LOOKUP)
+        parts = _parts(items, s.resolved_workers(), chunk)
+        if adapter is not None or len(parts) == 1:
+            results = [_deliver_part(batch_id, items, s, pdf_dir, retry_deferred, adapter)]
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-        async def main() -> None:
-            try:
-                await courier.run(items)
-            finally:
-                await courier.maybe_flush(force=True)
-                if adapter is None:
-                    await client.aclose()
-
-        asyncio.run(main())
+            # spawn: a forked child would share the parent's pooled database connections
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(len(parts), mp_context=ctx) as pool:
+                futures = [
+                    pool.submit(_deliver_part, batch_id, p, s, pdf_dir, retry_deferred)
+                    for p in parts
+                ]
+                results = [f.result() for f in futures]
+        for r in results:
+            written += r["written"]
+            for k, v in r["reasons"].items():
+                reasons[k] = reasons.get(k, 0) + v
     t_print, cpu_print = time.perf_counter(), time.process_time()
     paper = write_print_queue(batch_id, s)
     print_seconds = time.perf_counter() - t_print
@@ -484,7 +532,7 @@ def deliver_batch(
         batch_id=batch_id,
         certificates=total,
         attempted=len(items),
-        attempts_written=writer.written,
+        attempts_written=written,
         seconds=round(seconds, 3),
         **counts,
     )
@@ -492,8 +540,8 @@ def deliver_batch(
         "batch_id": batch_id,
         "certificates": total,
         "attempted": len(items),
-        "attempts": writer.written,
-        "reasons": writer.reasons,
+        "attempts": written,
+        "reasons": reasons,
         "print_pages": paper,
         "seconds": seconds,
         "print_seconds": print_seconds,

@@ -224,3 +224,31 @@ def test_far_down_leaves_batch_pending_for_the_retry(bevis_env: Path) -> None:
         done = deliver_batch(batch_id, s)
         assert done["pending"] == 0 and done["DIGITAL"] + done["PAPER"] == 12
         _check_invariants(batch_id, 12, s.resolved_ledger_url(), bevis_env / "mailbox-sim.db")
+
+
+@pytest.mark.slow
+def test_outage_with_two_delivery_processes(bevis_env: Path) -> None:
+    """Look-up chunks spread over two processes (spawned), an outage and lost acks in
+    the middle: the same invariants hold."""
+    from jobs.delivery import deliver_batch
+    from jobs.mailbox.drill import synthetic_batch
+    from jobs.mailbox.simulator import running_simulator
+    from jobs.settings import get_settings
+
+    overrides = {**FAST, "workers": 2, "mailbox_lookup_chunk": 30}
+    s0 = get_settings(
+        simulator_outage_after=10,
+        simulator_outage_requests=30,
+        simulator_ack_loss_rate=0.1,
+        **overrides,
+    )
+    n = 90
+    batch_id = synthetic_batch("acc6", n, s0)
+    with running_simulator(s0) as sim_url:
+        s = get_settings(mailbox_url=sim_url, **overrides)
+        result = deliver_batch(batch_id, s)
+        assert result["pending"] == 0 and result["attempts"] > n
+        outcomes = _check_invariants(
+            batch_id, n, s.resolved_ledger_url(), bevis_env / "mailbox-sim.db"
+        )
+        assert sum(outcomes.values()) == n and outcomes.get("DIGITAL", 0) > 30
