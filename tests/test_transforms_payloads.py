@@ -248,6 +248,9 @@ def test_payloads_from_a_generated_register_all_validate(
     assert len(out) + mapped_q["order_id"].nunique() == result.orders
     assert out["uvci"].is_unique
     assert set(out["dn"]) <= set(range(1, 10)) and (out["sd"] >= 1).all()
+    # and the gate after mapping (schema, active value sets, UVCI uniqueness) holds none back
+    checked = validate("reg", "dcc_payload")
+    assert checked.quarantined_orders == 0 and checked.rows == len(out)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
