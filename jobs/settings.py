@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     mailbox_backoff_max_s: float = Field(10.0, ge=0, description="Cap of a retry delay.")
     mailbox_breaker_threshold: int = Field(20, ge=1, description="Failures that open it.")
     mailbox_breaker_cooldown_s: float = Field(5.0, ge=0, description="Open → half-open.")
+    mailbox_lookup_chunk: int = Field(1000, ge=1, le=1000, description="Recipients per look-up.")
 
     # --- mailbox simulator (bevis simulator mailbox) -------------------------------------
     simulator_secure_share: float = Field(
