@@ -231,6 +231,7 @@ def bench_deliver(
                 proc.wait(timeout=10)
     return {
         "n": n,
+        "delivery_processes": min(s.resolved_workers(), -(-n // s.mailbox_lookup_chunk)),
         "concurrency": s.mailbox_concurrency,
         "seconds": round(seconds, 3),
         "digital": result["DIGITAL"],
@@ -253,10 +254,12 @@ def bench_deliver(
 
 
 def _cpu_self() -> float:
+    """CPU seconds of this process and of its finished children (delivery processes)."""
     import resource
 
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
 
 
 def _cpu_of(pid: int) -> float:
