@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.errors import MailboxUnavailable, Refusal
-from jobs.log import get_logger
+from jobs.log import get_logger, mask_identity_numbers
 from jobs.settings import Settings, get_settings
 
 log = get_logger(__name__)
@@ -112,7 +112,10 @@ class LedgerWriter:
                 "idempotency_key": kw.get("key"),
                 "receipt": kw.get("receipt"),
                 "http_status": kw.get("http_status"),
-                "reason": (kw.get("reason") or None) and str(kw["reason"])[:200],
+                # an operator's error text could echo a recipient: mask identity numbers
+                "reason": mask_identity_numbers(str(kw["reason"]))[:200]
+                if kw.get("reason")
+                else None,
                 "latency_ms": kw.get("latency_ms"),
                 "at": datetime.now(UTC),
             }
