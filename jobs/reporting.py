@@ -482,7 +482,7 @@ def publish(
     import pandas as pd
 
     from jobs.db import engine, migrate
-    from transforms.aggregate import key_of, suppress_tables, table_rows
+    from transforms.aggregate import key_of, suppress_tables, suppress_together, table_rows
 
     s = settings or get_settings()
     t = s.small_count_threshold
@@ -525,7 +525,27 @@ def publish(
             run=r.run_id,
         )
         counts[k] = counts.get(k, 0) + r.certificates
-    issued = suppress_tables(counts, list(ISSUANCE_TABLES.values()), t) if counts else None
+    # delivery attempts (channel x status): a successful attempt per certificate makes
+    # (digital, DELIVERED) equal to the DIGITAL certificates and (paper, QUEUED_PAPER) to the
+    # PAPER ones, so the two problems are suppressed together
+    dcounts: dict = {}
+    for r in delivery:
+        k = key_of(channel=r.channel, status=r.status)
+        dcounts[k] = dcounts.get(k, 0) + r.attempts
+    issued = tried = None
+    if counts and dcounts:
+        issued, tried = suppress_together(
+            [(counts, list(ISSUANCE_TABLES.values())), (dcounts, [("channel", "status")])],
+            [
+                (0, key_of(channel="DIGITAL"), 1, key_of(channel="digital", status="DELIVERED")),
+                (0, key_of(channel="PAPER"), 1, key_of(channel="paper", status="QUEUED_PAPER")),
+            ],
+            t,
+        )
+    elif counts:
+        issued = suppress_tables(counts, list(ISSUANCE_TABLES.values()), t)
+    elif dcounts:
+        tried = suppress_tables(dcounts, [("channel", "status")], t)
     for name, dims in ISSUANCE_TABLES.items():
         rows = table_rows(issued, dims, "certificates") if issued else []
         tables[name] = _frame(rows, [*dims, "certificates", "suppressed"])
@@ -571,12 +591,6 @@ def publish(
     )
     figures["quarantine_entries"] = held.published(()) if held else 0
 
-    # delivery attempts: channel x status
-    dcounts: dict = {}
-    for r in delivery:
-        k = key_of(channel=r.channel, status=r.status)
-        dcounts[k] = dcounts.get(k, 0) + r.attempts
-    tried = suppress_tables(dcounts, [("channel", "status")], t) if dcounts else None
     tables["delivery_attempts_by_channel_status"] = _frame(
         table_rows(tried, ("channel", "status"), "attempts") if tried else [],
         ["channel", "status", "attempts", "suppressed"],

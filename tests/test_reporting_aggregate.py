@@ -14,12 +14,14 @@ from hypothesis import strategies as st
 
 from transforms.aggregate import (
     ALL,
+    LINKED,
     PRIMARY,
     SECONDARY,
     key_of,
     linked_cells,
     suppress,
     suppress_tables,
+    suppress_together,
     table_rows,
 )
 
@@ -174,3 +176,34 @@ def test_refuses_bad_input() -> None:
         suppress({(): -1}, [], 5)
     with pytest.raises(ValueError, match="1 or 2"):
         linked_cells({key_of(a=1, b=2, c=3): 1}, [("a", "b", "c")])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    grid=grids,
+    other=st.lists(st.integers(0, 14), min_size=2, max_size=4),
+    threshold=st.integers(3, 5),
+)
+def test_equal_cells_in_two_problems_are_withheld_together(grid, other, threshold) -> None:
+    """Certificates by outcome and successful attempts count the same thing: a cell withheld
+    in one problem must not be published in the other."""
+    first = grid_counts(grid)
+    c0 = sum(v for k, v in first.items() if dict(k)["c"] == "c0")
+    second = {key_of(s="ok"): c0, **{key_of(s=f"x{i}"): v for i, v in enumerate(other)}}
+    a, b = suppress_together(
+        [(first, [("r", "c")]), (second, [("s",)])],
+        [(0, key_of(c="c0"), 1, key_of(s="ok"))],
+        threshold,
+    )
+    if key_of(c="c0") in a.status:  # (a column of zeros only has no cells)
+        assert bool(a.status[key_of(c="c0")]) == bool(b.status[key_of(s="ok")])
+    assert_safe(a, threshold)
+    assert_safe(b, threshold)
+
+
+def test_linked_cell_is_marked() -> None:
+    counts = {key_of(d="a"): 50, key_of(d="b"): 60, key_of(d="c"): 70}
+    result = suppress_tables(counts, [("d",)], 5, withhold=[key_of(d="a")])
+    assert result.status[key_of(d="a")] == LINKED
+    assert result.status[key_of(d="b")] == SECONDARY
+    assert_safe(result, 5)

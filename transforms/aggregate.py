@@ -46,6 +46,7 @@ MAX_TRIES = 40  # candidates tried per fixed cell in pass 2 before taking the be
 PUBLISHED = ""
 PRIMARY = "primary"
 SECONDARY = "secondary"
+LINKED = "linked"  # withheld because an equal count is withheld elsewhere
 
 
 def key_of(**dims: object) -> Key:
@@ -192,8 +193,11 @@ def suppress(
     relations: Sequence[Relation],
     threshold: int = 5,
     suppress_zeros: bool = False,
+    withhold: Iterable[Key] = (),
 ) -> Suppressed:
-    """Primary and secondary suppression (see the module docstring). Pure; deterministic."""
+    """Primary and secondary suppression (see the module docstring). Pure; deterministic.
+    ``withhold``: cells to withhold from the start whatever their value (``linked``), e.g.
+    because an equal count is withheld in another table."""
     if threshold < 1:
         raise ValueError("threshold must be at least 1")
     for k, v in cells.items():
@@ -204,6 +208,9 @@ def suppress(
         k: PRIMARY if (0 < v < threshold or (suppress_zeros and v == 0)) else PUBLISHED
         for k, v in counts.items()
     }
+    for k in withhold:
+        if k in status and not status[k]:
+            status[k] = LINKED
     by_member: dict[Key, list[Relation]] = {}
     for r in relations:
         for m in r.members:
@@ -266,10 +273,42 @@ def suppress_tables(
     tables: Sequence[Sequence[str]],
     threshold: int = 5,
     suppress_zeros: bool = False,
+    withhold: Iterable[Key] = (),
 ) -> Suppressed:
     """:func:`linked_cells` then :func:`suppress`: the one call the reports make."""
     cells, relations = linked_cells(counts, tables)
-    return suppress(cells, relations, threshold, suppress_zeros)
+    return suppress(cells, relations, threshold, suppress_zeros, withhold)
+
+
+def suppress_together(
+    problems: Sequence[tuple[Mapping[Key, int], Sequence[Sequence[str]]]],
+    equal: Sequence[tuple[int, Key, int, Key]],
+    threshold: int = 5,
+) -> list[Suppressed]:
+    """Suppress several problems (microdata counts + tables each) whose cells are partly
+    equal across problems — e.g. successful delivery attempts and certificates by
+    outcome. ``equal`` lists ``(problem i, key in i, problem j, key in j)``. Whenever one
+    side of a pair is withheld, the other side is withheld too and its problem suppressed
+    again; repeated until nothing changes (monotone, so it ends)."""
+    forced: list[set[Key]] = [set() for _ in problems]
+    built = [linked_cells(c, t) for c, t in problems]
+    while True:
+        results = [
+            suppress(cells, rels, threshold, withhold=forced[i])
+            for i, (cells, rels) in enumerate(built)
+        ]
+        changed = False
+        for i, ki, j, kj in equal:
+            if ki not in results[i].status or kj not in results[j].status:
+                continue
+            if results[i].status[ki] and not results[j].status[kj]:
+                forced[j].add(kj)
+                changed = True
+            elif results[j].status[kj] and not results[i].status[ki]:
+                forced[i].add(ki)
+                changed = True
+        if not changed:
+            return results
 
 
 def table_rows(result: Suppressed, dims: Sequence[str], value: str = "count") -> list[dict]:
