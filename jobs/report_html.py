@@ -541,7 +541,7 @@ is right.</li>
 <li>No identity data is published: no names, dates of birth, identity numbers or pseudonymous ids.</li>
 <li>Every count table is suppressed together with the tables it shares totals with.</li>
 <li>Downloads for BI tools (same suppression; withheld cells are empty with
-<code>suppressed</code> = primary/secondary; <code>All</code> marks a total):
+<code>suppressed</code> = primary/secondary/linked; <code>All</code> marks a total):
 <ul>{downloads}</ul></li>
 </ul>
 </main></body></html>
