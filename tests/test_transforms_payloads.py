@@ -162,9 +162,21 @@ def test_map_run_writes_payloads_and_quarantine_idempotently(bevis_env: Path) ->
         ("map", "unknown_product", "unknown")
     ]
 
-    again = map_run("r1")
-    assert pq.read_table(again.path).equals(written)  # deterministic, UVCIs included
+    forced = map_run("r1", force=True)
+    assert pq.read_table(forced.path).equals(written)  # deterministic, UVCIs included
     assert len(quarantine.read("r1")) == 1
+
+    # a later step filters payloads.parquet (the dcc_payload suite does): a rerun of the
+    # finished map must not undo that ...
+    from jobs.storage import write_parquet_atomic
+
+    write_parquet_atomic(written.slice(0, 150), Path(first.path))
+    assert map_run("r1") == forced
+    assert pq.read_table(first.path).num_rows == 150
+    # ... but a changed input maps again
+    _write_validated("r1", table.slice(0, table.num_rows - 1))
+    changed = map_run("r1")
+    assert changed.payloads == 200 and changed.quarantined_orders == 0
 
     from sqlalchemy import func, select
 

@@ -12,13 +12,17 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def map_cmd(
         run: str = typer.Option(..., "--run", help="Run id (its validated.parquet is mapped)."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        force: bool = typer.Option(
+            False, "--force", help="Map again even when the input has not changed."
+        ),
     ) -> None:
         """Map a run's validated extract to DCC payloads (payloads.parquet); orders that
-        cannot be mapped go to quarantine with their reason."""
+        cannot be mapped go to quarantine with their reason. A finished map with unchanged
+        input is a no-op."""
         from jobs.mapping import MappingInputMissing, map_run
 
         try:
-            result = map_run(run)
+            result = map_run(run, force=force)
         except (MappingInputMissing, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
