@@ -119,3 +119,21 @@ def test_drill_outage_answers_503_with_retry_after(sim) -> None:
             assert resp.headers["Retry-After"] == "7"
     assert codes == [200, 200, 200, 503, 503, 200, 200]
     assert client.get("/_admin/stats").json()["messages"] == 5
+
+
+def test_outage_window_from_settings(bevis_env: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from jobs.mailbox.simulator import running_simulator
+    from jobs.settings import get_settings
+
+    now = datetime.now(UTC)
+    window = (
+        f"{(now - timedelta(minutes=5)).isoformat()}/{(now + timedelta(minutes=5)).isoformat()}"
+    )
+    later = f"{(now + timedelta(hours=1)).isoformat()}/{(now + timedelta(hours=2)).isoformat()}"
+    with running_simulator(get_settings(simulator_outages=[later, window])) as url:
+        resp = httpx.post(f"{url}/far/isReachable", json={"recipients": ["1"]})
+        assert resp.status_code == 503 and "Retry-After" in resp.headers
+    with running_simulator(get_settings(simulator_outages=[later])) as url:
+        assert httpx.post(f"{url}/far/isReachable", json={"recipients": ["1"]}).status_code == 200
