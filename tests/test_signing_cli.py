@@ -129,6 +129,16 @@ def test_sign_refuses_bad_lines_and_writes_the_others(bevis_env: Path, tmp_path:
     assert [w["line"] for w in written] == [1, 5]
 
 
+def test_sign_caps_exp_at_the_dsc(bevis_env: Path, tmp_path: Path) -> None:
+    assert runner.invoke(app, ["keys", "init-dev"]).exit_code == 0
+    out = tmp_path / "o.jsonl"
+    r = runner.invoke(app, ["sign", "--in", str(SAMPLES), "--out", str(out), "--exp-days", "5000"])
+    assert r.exit_code == 0 and "capped" in r.stderr
+    dsc = x509.load_pem_x509_certificate((bevis_env / "keys" / "dsc.pem").read_bytes())
+    first = json.loads(out.read_text().splitlines()[0])
+    assert first["exp"] == int(dsc.not_valid_after_utc.timestamp())
+
+
 def test_sign_without_keys_says_what_to_do(bevis_env: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["sign", "--in", str(SAMPLES), "--out", str(tmp_path / "o.jsonl")])
     assert r.exit_code == 2 and "init-dev" in r.stderr

@@ -44,7 +44,8 @@ def sign_file(in_path: Path, out_path: Path, exp_days: int | None = None, settin
 
     s = settings or get_settings()
     signer = load_signer(s)
-    iat, exp = validity(signer, int(time.time()), exp_days or s.validity_days)
+    days = exp_days or s.validity_days
+    iat, exp = validity(signer, int(time.time()), days)
     kid = base64.b64encode(signer.kid).decode()
     numbered = [
         (n, line)
@@ -62,7 +63,14 @@ def sign_file(in_path: Path, out_path: Path, exp_days: int | None = None, settin
             json.dumps({"line": n, "ci": ci, "kid": kid, "iat": iat, "exp": exp, "hc1": hc1})
         )
     write_text_atomic("".join(x + "\n" for x in out_lines), out_path, mode=0o640)
-    return {"signed": len(out_lines), "refused": refused, "kid": kid, "iat": iat, "exp": exp}
+    return {
+        "signed": len(out_lines),
+        "refused": refused,
+        "kid": kid,
+        "iat": iat,
+        "exp": exp,
+        "capped": exp - iat < days * 86400,
+    }
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -86,6 +94,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             result = sign_file(in_path, out_path, exp_days)
         except (SigningKeyError, ValidityError) as exc:
             raise _fail(str(exc)) from None
+        if result["capped"]:
+            typer.echo("note: exp capped at the DSC's notAfter", err=True)
         for r in result["refused"]:
             typer.echo(f"line {r['line']}: refused: {'; '.join(r['reasons'])}", err=True)
         typer.echo(
