@@ -1,0 +1,33 @@
+"""Orders: a partial index on pending orders replaces the (state, requested_at) index.
+
+The claim only searches PENDING orders; the partial index halves the cost of a claim on
+SQLite and stays small as orders are fulfilled.
+
+Revision ID: sources_0002
+Revises: sources_0001
+Create Date: 2026-11-22
+"""
+
+from alembic import op
+
+revision = "sources_0002"
+down_revision = "sources_0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # IF [NOT] EXISTS: revision 0001 creates the tables from the current models, so a fresh
+    # database already has the new index and never had the old one.
+    op.execute("DROP INDEX IF EXISTS ix_orders_state_requested")
+    op.execute(
+        "CREATE INDEX IF NOT EXISTS ix_orders_pending ON orders (requested_at, order_id)"
+        " WHERE state = 'PENDING'"
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP INDEX IF EXISTS ix_orders_pending")
+    op.execute(
+        "CREATE INDEX IF NOT EXISTS ix_orders_state_requested ON orders (state, requested_at)"
+    )
