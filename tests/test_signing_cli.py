@@ -94,10 +94,11 @@ def test_verify_contract_details(
     # a foreign DSC: signature fails; garbage line: decode fails, still one verdict a line
     other = tmp_path / "other"
     assert runner.invoke(app, ["keys", "init-dev", "--dir", str(other)]).exit_code == 0
-    raw.write_text(raw.read_text() + "HC1:garbage\n")
+    raw.write_bytes(raw.read_bytes() + b"HC1:garbage\n\xff\xfe\x00HC1\n")
     r = runner.invoke(app, ["verify", "--in", str(raw), "--trust", str(other / "dsc.pem")])
     verdicts = [json.loads(x) for x in r.stdout.splitlines()]
-    assert r.exit_code == 1 and len(verdicts) == 4
+    assert r.exit_code == 1 and len(verdicts) == 5
+    assert verdicts[4]["checks"]["decode"] == "fail"
     assert (
         verdicts[0]["checks"]["signature"] == "fail" and verdicts[3]["checks"]["decode"] == "fail"
     )
@@ -115,8 +116,9 @@ def test_sign_refuses_bad_lines_and_writes_the_others(bevis_env: Path, tmp_path:
     inactive = json.loads(good[2])
     inactive["v"][0]["mp"] = "CVnCoV-unknown"
     payloads = tmp_path / "in.jsonl"
-    payloads.write_text(
-        "\n".join([good[0], json.dumps(bad), "not json", json.dumps(inactive), good[3]]) + "\n"
+    payloads.write_bytes(
+        "\n".join([good[0], json.dumps(bad), "not json", json.dumps(inactive), good[3]]).encode()
+        + b"\n\xff\xfe{binary\n"
     )
     certs = tmp_path / "out.jsonl"
     r = runner.invoke(app, ["sign", "--in", str(payloads), "--out", str(certs)])
@@ -124,6 +126,7 @@ def test_sign_refuses_bad_lines_and_writes_the_others(bevis_env: Path, tmp_path:
     assert "line 2: refused: nam/fnt" in r.stderr
     assert "line 3: refused: not JSON" in r.stderr
     assert "line 4: refused: v/0/mp" in r.stderr
+    assert "line 6: refused: not JSON" in r.stderr
     assert "johansson" not in r.stderr
     written = [json.loads(x) for x in certs.read_text().splitlines()]
     assert [w["line"] for w in written] == [1, 5]

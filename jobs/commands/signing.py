@@ -20,6 +20,12 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _lines(path: Path) -> list[str]:
+    """The file's lines; bytes that are not UTF-8 become U+FFFD so that one bad line is
+    refused (or judged invalid) on its own instead of failing the whole file."""
+    return path.read_bytes().decode("utf-8", errors="replace").splitlines()
+
+
 def _ci(payload: dict) -> str | None:
     for kind in ("v", "t", "r"):
         entries = payload.get(kind) if isinstance(payload, dict) else None
@@ -49,7 +55,7 @@ def sign_file(in_path: Path, out_path: Path, exp_days: int | None = None, settin
     kid = base64.b64encode(signer.kid).decode()
     numbered = [
         (n, line)
-        for n, line in enumerate(in_path.read_text(encoding="utf-8").splitlines(), 1)
+        for n, line in enumerate(_lines(in_path), 1)
         if line.strip()
     ]
     results = sign_checked([line for _, line in numbered], iat=iat, exp=exp, settings=s)
@@ -140,7 +146,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         except ValueError:
             raise _fail(f"--at {at!r} is not an ISO 8601 time") from None
         all_valid = True
-        for n, line in enumerate(in_path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(_lines(in_path), 1):
             text = line.strip()
             if not text:
                 continue
