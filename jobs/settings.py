@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     uvci_issuer: str = Field("EHM", description="Issuer segment of the UVCI.")
     uvci_key: SecretStr | None = Field(
         None,
-        description="HMAC key of the UVCI opaque part (default: derived from pseudonym_key). "
+        description="Secret for the UVCI opaque part (default: pseudonym_key); a UVCI key is derived from it. "
         "Never change it for an existing ledger: UVCIs must be stable across reruns.",
     )
     validity_days: int = Field(365, ge=1, description="exp - iat, capped at the DSC's notAfter.")
