@@ -161,3 +161,14 @@ def test_bench_cose_compares_with_pycose() -> None:
     figures = json.loads(r.stdout.strip().splitlines()[-1])
     for alg in ("ES256", "PS256"):
         assert figures[alg]["ours_us"] > 0 and figures[alg]["pycose_us"] > 0
+
+
+@pytest.mark.slow
+def test_bench_sign_pool_reports_parallel_efficiency(bevis_env: Path) -> None:
+    r = runner.invoke(app, ["bench", "sign", "--n", "600", "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    figures = json.loads(r.stdout.strip().splitlines()[-1])
+    if figures["cores"] >= 2:
+        assert figures["workers"] == 2
+        assert 0 < figures["parallel_efficiency"] <= 1.5
+        assert figures["all_cores_certs_per_cpu_s"] > 0
