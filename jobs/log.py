@@ -78,6 +78,32 @@ class MaskingFilter(logging.Filter):
 _configured = False
 
 
+class _StderrLogger:
+    """Writes to whatever ``sys.stderr`` is at the moment of the call (test runners and
+    Airflow swap it; a logger bound to the old stream would write to a closed file)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _stderr_logger_factory(*_args: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A stdlib handler on the current ``sys.stderr`` (see :class:`_StderrLogger`)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", json: bool = False) -> None:
     """Configure structlog and stdlib logging for the CLI (Airflow configures its own)."""
     global _configured
@@ -94,12 +120,12 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger_factory,
         cache_logger_on_first_use=False,
     )
     root = logging.getLogger()
     if not _configured:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         _configured = True

@@ -74,3 +74,21 @@ def test_stdlib_logging_is_masked() -> None:
     out = stream.getvalue()
     assert "19811218-9876" not in out and "198112189876" not in out
     assert out.count("[IDNR]") >= 2  # the message, the exception and its source line
+
+
+def test_logging_survives_a_swapped_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    """CliRunner and Airflow replace sys.stderr; logging must follow, not write to a closed
+    stream."""
+    import sys
+
+    configure_logging("INFO")
+    old = sys.stderr
+    swapped = io.StringIO()
+    sys.stderr = swapped
+    try:
+        get_logger("t").info("to the swapped stream")
+    finally:
+        sys.stderr = old
+    swapped.close()
+    get_logger("t").info("after the swap")  # must not raise "I/O operation on closed file"
+    assert "after the swap" in capsys.readouterr().err
