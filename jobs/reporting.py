@@ -468,6 +468,18 @@ def _label(v: Any) -> str:
     return UNKNOWN if v is None or v == "" else str(v)
 
 
+def _dimension_label(dim: str, raw: tuple) -> str:
+    """The published label of a dimension value read from the facts."""
+    if dim == "day":
+        return _as_date(raw[0]).isoformat()
+    if dim == "dose":
+        dn, sd = raw
+        return f"{dn}/{sd}" if dn is not None and sd is not None else UNKNOWN
+    if dim == "operator":
+        return raw[0] or NO_OPERATOR
+    return _label(raw[0])
+
+
 def _in_range(d: date, date_from: date | None, date_to: date | None) -> bool:
     return (date_from is None or d >= date_from) and (date_to is None or d <= date_to)
 
@@ -482,7 +494,15 @@ def publish(
     import pandas as pd
 
     from jobs.db import engine, migrate
-    from transforms.aggregate import key_of, suppress_tables, suppress_together, table_rows
+    from transforms.aggregate import (
+        key_of,
+        linked_cells,
+        suppress,
+        suppress_tables,
+        suppress_together,
+        table_cells,
+        table_rows,
+    )
 
     s = settings or get_settings()
     t = s.small_count_threshold
@@ -491,40 +511,56 @@ def publish(
     tables: dict[str, pd.DataFrame] = {}
     figures: dict[str, Any] = {}
 
-    def in_range(model, lower: bool = True):
-        q = select(model.__table__)
+    def in_range(q, model, lower: bool = True):
         if date_from is not None and lower:
             q = q.where(model.day >= date_from)
         if date_to is not None:
             q = q.where(model.day <= date_to)
         return q
 
+    # every certificate table is one GROUP BY over the facts (not the facts themselves)
+    columns = {
+        "day": (IssuanceFact.day,),
+        "channel": (IssuanceFact.channel,),
+        "county": (IssuanceFact.county,),
+        "age_band": (IssuanceFact.age_band,),
+        "product": (IssuanceFact.product,),
+        "dose": (IssuanceFact.dn, IssuanceFact.sd),
+        "cert_type": (IssuanceFact.cert_type,),
+        "operator": (IssuanceFact.operator,),
+        "run": (IssuanceFact.run_id,),
+    }
+    aggregates: dict[tuple[str, ...], dict] = {}
     with engine(url).connect() as conn:
         refreshed_at = conn.execute(select(func.max(RefreshLog.refreshed_at))).scalar()
-        issuance = conn.execute(in_range(IssuanceFact)).all()
-        people = conn.execute(in_range(PeopleFact, lower=False).order_by(PeopleFact.day)).all()
-        quarantine = conn.execute(in_range(QuarantineFact)).all()
-        delivery = conn.execute(in_range(DeliveryFact)).all()
-        hist = conn.execute(in_range(LatencyBucket)).all()
-        runs = conn.execute(in_range(RunFact).order_by(RunFact.started_at)).all()
+        for dims in ISSUANCE_TABLES.values():
+            cols = [c for d in dims for c in columns[d]]
+            q = in_range(
+                select(*cols, func.sum(IssuanceFact.certificates)).group_by(*cols), IssuanceFact
+            )
+            agg = aggregates.setdefault(dims, {})
+            for row in conn.execute(q):
+                values, i = {}, 0
+                for d in dims:
+                    raw = row[i : i + len(columns[d])]
+                    i += len(columns[d])
+                    values[d] = _dimension_label(d, raw)
+                k = key_of(**values)
+                agg[k] = agg.get(k, 0) + int(row[-1])
+        people = conn.execute(
+            in_range(select(PeopleFact.__table__), PeopleFact, lower=False).order_by(PeopleFact.day)
+        ).all()
+        quarantine = conn.execute(in_range(select(QuarantineFact.__table__), QuarantineFact)).all()
+        delivery = conn.execute(in_range(select(DeliveryFact.__table__), DeliveryFact)).all()
+        hist = conn.execute(in_range(select(LatencyBucket.__table__), LatencyBucket)).all()
+        runs = conn.execute(
+            in_range(select(RunFact.__table__), RunFact).order_by(RunFact.started_at)
+        ).all()
         steps = conn.execute(select(RunStepFact.__table__)).all()
     refreshed_at = _as_utc(refreshed_at)
 
     # certificates: linked tables, one suppression problem
-    counts: dict = {}
-    for r in issuance:
-        k = key_of(
-            day=r.day.isoformat(),
-            channel=r.channel,
-            county=_label(r.county),
-            age_band=_label(r.age_band),
-            product=_label(r.product),
-            dose=f"{r.dn}/{r.sd}" if r.dn is not None and r.sd is not None else UNKNOWN,
-            cert_type=r.cert_type,
-            operator=r.operator or NO_OPERATOR,
-            run=r.run_id,
-        )
-        counts[k] = counts.get(k, 0) + r.certificates
+    has_certificates = any(aggregates.values())
     # delivery attempts (channel x status): a successful attempt per certificate makes
     # (digital, DELIVERED) equal to the DIGITAL certificates and (paper, QUEUED_PAPER) to the
     # PAPER ones, so the two problems are suppressed together
@@ -533,17 +569,17 @@ def publish(
         k = key_of(channel=r.channel, status=r.status)
         dcounts[k] = dcounts.get(k, 0) + r.attempts
     issued = tried = None
-    if counts and dcounts:
+    if has_certificates and dcounts:
         issued, tried = suppress_together(
-            [(counts, list(ISSUANCE_TABLES.values())), (dcounts, [("channel", "status")])],
+            [table_cells(aggregates), linked_cells(dcounts, [("channel", "status")])],
             [
                 (0, key_of(channel="DIGITAL"), 1, key_of(channel="digital", status="DELIVERED")),
                 (0, key_of(channel="PAPER"), 1, key_of(channel="paper", status="QUEUED_PAPER")),
             ],
             t,
         )
-    elif counts:
-        issued = suppress_tables(counts, list(ISSUANCE_TABLES.values()), t)
+    elif has_certificates:
+        issued = suppress(*table_cells(aggregates), t)
     elif dcounts:
         tried = suppress_tables(dcounts, [("channel", "status")], t)
     for name, dims in ISSUANCE_TABLES.items():

@@ -22,6 +22,7 @@ from transforms.aggregate import (
     suppress,
     suppress_tables,
     suppress_together,
+    table_cells,
     table_rows,
 )
 
@@ -191,7 +192,7 @@ def test_equal_cells_in_two_problems_are_withheld_together(grid, other, threshol
     c0 = sum(v for k, v in first.items() if dict(k)["c"] == "c0")
     second = {key_of(s="ok"): c0, **{key_of(s=f"x{i}"): v for i, v in enumerate(other)}}
     a, b = suppress_together(
-        [(first, [("r", "c")]), (second, [("s",)])],
+        [linked_cells(first, [("r", "c")]), linked_cells(second, [("s",)])],
         [(0, key_of(c="c0"), 1, key_of(s="ok"))],
         threshold,
     )
@@ -207,3 +208,36 @@ def test_linked_cell_is_marked() -> None:
     assert result.status[key_of(d="a")] == LINKED
     assert result.status[key_of(d="b")] == SECONDARY
     assert_safe(result, 5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from("abc"), st.sampled_from("xy"), st.sampled_from("pq"), st.integers(1, 9)
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_table_cells_from_group_bys_equal_linked_cells(rows) -> None:
+    counts: dict = {}
+    for a, b, c, n in rows:
+        counts[key_of(a=a, b=b, c=c)] = counts.get(key_of(a=a, b=b, c=c), 0) + n
+    tables = [("a", "b"), ("c",)]
+    aggregates = {}
+    for dims in tables:
+        agg = aggregates.setdefault(dims, {})
+        for k, v in counts.items():
+            kd = dict(k)
+            kk = key_of(**{d: kd[d] for d in dims})
+            agg[kk] = agg.get(kk, 0) + v
+    cells, relations = table_cells(aggregates)
+    cells2, relations2 = linked_cells(counts, tables)
+    assert cells == cells2
+    assert {(r.total, r.parts) for r in relations} == {(r.total, r.parts) for r in relations2}
+
+
+def test_table_cells_refuses_tables_that_disagree() -> None:
+    with pytest.raises(ValueError, match="disagree"):
+        table_cells({("a",): {key_of(a="x"): 3}, ("b",): {key_of(b="y"): 4}})
