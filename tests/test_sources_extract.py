@@ -264,14 +264,16 @@ def test_concurrent_extracts_never_share_an_order_postgres(bevis_env: Path, pg_u
     assert len(seen) + len(duplicates) == total
 
 
-def test_cli_seed_extract_release(bevis_env: Path) -> None:
+def test_cli_seed_extract_release(bevis_env: Path, request: pytest.FixtureRequest) -> None:
     import json
 
+    import structlog
     from typer.testing import CliRunner
 
     from jobs.cli import app
 
     runner = CliRunner()
+    request.addfinalizer(structlog.reset_defaults)  # the CLI bound the runner's stderr
     out = runner.invoke(app, ["seed", "--persons", "200", "--seed", "2"])
     assert out.exit_code == 0, out.output
     expected = json.loads(out.output.strip().splitlines()[-1])["expected_extract"]
