@@ -3,6 +3,7 @@ state machine with the render and deliver steps where they are installed."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 
@@ -75,12 +76,17 @@ def test_runs_and_batches_commands(batch_env) -> None:
     or importlib.util.find_spec("jobs.delivery") is None,
     reason="render/deliver steps not installed",
 )
-def test_full_state_machine_with_render_and_deliver(batch_env, monkeypatch) -> None:
+def test_full_state_machine_with_render_and_deliver(batch_env, monkeypatch, request) -> None:
     """PLANNED → SIGNED → RENDERED → DELIVERED; a render fault fails batch 1 alone in
     render; rerun --failed runs exactly render and deliver for it."""
     monkeypatch.setenv("BEVIS_BATCH_SIZE", "15")
     monkeypatch.setenv("BEVIS_FAULT", "render:1")
-    monkeypatch.setenv("BEVIS_MAILBOX_MAX_ATTEMPTS", "1")
+    from jobs.mailbox.simulator import running_simulator
+    from jobs.settings import get_settings
+
+    stack = contextlib.ExitStack()
+    monkeypatch.setenv("BEVIS_MAILBOX_URL", stack.enter_context(running_simulator(get_settings())))
+    request.addfinalizer(stack.close)
     rid = make_run(30)
     ids = batches.plan(rid)
     failures = []
