@@ -227,7 +227,8 @@ def test_far_down_leaves_batch_pending_for_the_retry(bevis_env: Path) -> None:
 
 
 @pytest.mark.slow
-def test_outage_with_two_delivery_processes(bevis_env: Path) -> None:
+@pytest.mark.parametrize("ledger", ["sqlite", "postgres"])
+def test_outage_with_two_delivery_processes(bevis_env: Path, request, ledger: str) -> None:
     """Look-up chunks spread over two processes (spawned), an outage and lost acks in
     the middle: the same invariants hold."""
     from jobs.delivery import deliver_batch
@@ -236,6 +237,8 @@ def test_outage_with_two_delivery_processes(bevis_env: Path) -> None:
     from jobs.settings import get_settings
 
     overrides = {**FAST, "workers": 2, "mailbox_lookup_chunk": 30}
+    if ledger == "postgres":
+        overrides["ledger_url"] = request.getfixturevalue("pg_url")
     s0 = get_settings(
         simulator_outage_after=10,
         simulator_outage_requests=30,
