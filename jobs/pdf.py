@@ -5,10 +5,11 @@ of rectangles: a raw ``re`` operator per horizontal run of dark modules, which i
 smaller and faster than an embedded image), then the human-readable data with bilingual
 labels. Text uses an embedded DejaVu Sans subset so every name the register holds renders
 (Łukasz, Nguyễn, Øyvind...). The PDF metadata are neutral: no name, no birth date, no
-identifier, and ``invariant`` output (no timestamps), so equal input gives equal bytes.
+identifier, no timestamps, so equal input gives equal bytes.
 
-The same drawing serves the print house: :func:`print_pdf` puts many certificates, each
-with its postal address in the window-envelope field, into one merged PDF.
+:func:`layout` describes a page as drawing operations; :func:`pdf_document` (the fast
+writer, used for certificates and for the merged print file of the print house) and
+reportlab's canvas (:func:`draw_certificate`, the reference) both draw from it.
 """
 
 from __future__ import annotations
