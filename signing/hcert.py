@@ -7,14 +7,16 @@ settings (a PKCS#11 session cannot cross a fork, and a key object cannot be pick
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import multiprocessing
 import os
+import sys
 import threading
 import unicodedata
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -193,7 +195,7 @@ def _context(provider: str) -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["signing.hcert", "signing.keys", "signing.dcc"])
+        ctx.set_forkserver_preload(["signing.hcert", "signing.keys", "signing.warm"])
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -227,18 +229,43 @@ def _run(
         finally:
             _worker_signer = previous
     del signer
+    import signing.warm  # noqa: F401  compiled validators and tables, inherited by fork
+
     size = chunk_size or max(256, -(-n // (workers * 4)))
     chunks = [(payloads[i : i + size], iat, exp, iss, checked) for i in range(0, n, size)]
     out: list[Any] = []
+    ctx = _context(s.key_provider)
     with ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=_context(s.key_provider),
+        mp_context=ctx,
         initializer=_init_worker,
         initargs=(s, dict(os.environ)),
     ) as pool:
-        for part in pool.map(_sign_chunk, chunks):
+        with _main_not_rerun(ctx.get_start_method() != "fork"):
+            results = pool.map(_sign_chunk, chunks)  # submits all: every worker starts here
+        for part in results:
             out.extend(part)
     return out
+
+
+@contextlib.contextmanager
+def _main_not_rerun(active: bool) -> Iterator[None]:
+    """forkserver/spawn workers re-run the caller's ``__main__`` before they take work —
+    the bevis console script, an Airflow task runner, a test file: seconds of imports
+    per worker, or worse. The signing workers need none of it, so while they start,
+    ``__main__`` hides the two attributes multiprocessing looks for."""
+    main = sys.modules.get("__main__")
+    if not active or main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def sign_many(
