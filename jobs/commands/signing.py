@@ -53,11 +53,7 @@ def sign_file(in_path: Path, out_path: Path, exp_days: int | None = None, settin
     days = exp_days or s.validity_days
     iat, exp = validity(signer, int(time.time()), days)
     kid = base64.b64encode(signer.kid).decode()
-    numbered = [
-        (n, line)
-        for n, line in enumerate(_lines(in_path), 1)
-        if line.strip()
-    ]
+    numbered = [(n, line) for n, line in enumerate(_lines(in_path), 1) if line.strip()]
     results = sign_checked([line for _, line in numbered], iat=iat, exp=exp, settings=s)
     out_lines, refused = [], []
     for (n, line), (hc1, reasons) in zip(numbered, results, strict=True):
