@@ -464,6 +464,31 @@ def rerun(
     return results
 
 
+def close_finished_runs(run_ids: Iterable[str], settings: Settings | None = None) -> list[str]:
+    """After reruns: close runs that had already ended (not RUNNING — the DAG's finish task
+    has run) and whose batches are now all DELIVERED, through ``jobs.flow.finish`` (orders
+    fulfilled, run state from the ledger, reporting refreshed). Returns the closed runs."""
+    import importlib.util
+
+    from jobs.ledger import Run, RunState
+
+    s = settings or get_settings()
+    if importlib.util.find_spec("jobs.flow") is None:
+        return []
+    from jobs.flow import finish
+
+    closed = []
+    for run_id in sorted(set(run_ids)):
+        with ledger(s).connect() as conn:
+            state = conn.execute(select(Run.state).where(Run.id == run_id)).scalar_one_or_none()
+            states = set(conn.execute(select(Batch.state).where(Batch.run_id == run_id)).scalars())
+        if state in (None, RunState.RUNNING) or states != {BatchState.DELIVERED}:
+            continue
+        finish(run_id, settings=s)
+        closed.append(run_id)
+    return closed
+
+
 def _validate_signed(batch_id: str, settings: Settings) -> None:
     """The signed_batch data-quality suite, as the DAG runs it after sign."""
     import importlib.util

@@ -102,11 +102,18 @@ def test_full_state_machine_with_render_and_deliver(batch_env, monkeypatch, requ
     assert states == {ids[0]: ("DELIVERED", None), ids[1]: ("FAILED", "render")}
     assert batches.run_step(ids[0], "deliver")["skipped"] is True
 
+    from jobs.db import migrate
+
+    migrate("sources", get_settings().resolved_source_url())  # the orders live there
+    finish_run(rid, "FAILED", error="batches not delivered: 1 failed")  # as the DAG does
     result = _cli(["batches", "rerun", "--failed", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == [
         {"batch_id": ids[1], "ok": True, "steps": ["render", "deliver"], "state": "DELIVERED"}
     ]
+    shown = json.loads(_cli(["runs", "show", rid, "--json"]).stdout)
+    assert shown["state"] == "SUCCEEDED" and shown["error"] is None  # closed by the rerun
+    assert shown["counts"]["batches_delivered"] == 2
     certs = ledger_certificates(rid)
     assert len(certs) == 30 and all(c.outcome is not None for c in certs)
     info = json.loads(_cli(["certificates", "show", certs[0].uvci, "--json"]).stdout)

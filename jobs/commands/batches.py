@@ -275,8 +275,17 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Run the missing steps of batches (by id, or --failed), with a progress bar; or
-        have Airflow do it (--via-airflow). Exit 1 when a batch still fails."""
-        from jobs.batches import STEPS, batches_of, parse_batch_id, reap_interrupted, rerun
+        have Airflow do it (--via-airflow). A run that had ended and now has every batch
+        delivered is closed (orders fulfilled, state from the ledger). Exit 1 when a batch
+        still fails."""
+        from jobs.batches import (
+            STEPS,
+            batches_of,
+            close_finished_runs,
+            parse_batch_id,
+            reap_interrupted,
+            rerun,
+        )
 
         if bool(batch_ids) == failed:
             _fail("name batch ids or pass --failed (not both)")
@@ -319,9 +328,20 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 
                 results.extend(rerun([bid], on_step=on_step, through=through, takeover=force))
                 bar.advance(task)
+        try:
+            closed = close_finished_runs(
+                parse_batch_id(r["batch_id"])[0] for r in results if r["ok"]
+            )
+        except Exception as exc:
+            typer.echo(f"error: batches rerun, but closing their run failed: {exc}", err=True)
+            closed, close_failed = [], True
+        else:
+            close_failed = False
         if json_out:
             _echo_json(results)
         else:
+            if closed:
+                typer.echo(f"runs closed: {', '.join(closed)}")
             _table(
                 "rerun",
                 ["batch", "ok", "steps", "state", "error"],
@@ -336,7 +356,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                     for r in results
                 ],
             )
-        if not all(r["ok"] for r in results):
+        if close_failed or not all(r["ok"] for r in results):
             raise typer.Exit(1)
 
     def _rerun_via_airflow(
