@@ -312,6 +312,7 @@ class _Generator:
         date[:, 0] = np.where(
             p1 == _P["Jcovden"], np.maximum(date[:, 0], _days("2021-05-03")), date[:, 0]
         )
+        date[:, 0] = np.maximum(date[:, 0], _AUTH[p1] + 7)  # never before authorisation
         prod[:, 0] = p1
         has[:, 0] = vaccinated
 
