@@ -329,8 +329,9 @@ def init_dev_keys(
     ``settings.key_provider == "pkcs11"`` the DSC key pair is generated ON the token
     (non-extractable) and only the certificates are written here."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    if not directory.exists():
+        directory.mkdir(parents=True)
+        os.chmod(directory, 0o700)  # a new key folder is private; key files are 0600 anyway
     dsc_path = directory / DSC_FILE
     pkcs11 = settings is not None and settings.key_provider == "pkcs11"
     if dsc_path.is_file() and not force:
