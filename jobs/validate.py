@@ -200,7 +200,6 @@ def _validate_nvr_extract(run_id: str, s: Settings) -> ValidationResult:
     from data_quality import nvr, products
     from data_quality.runner import docs_index, run_suite
     from jobs import quarantine
-    from jobs.storage import write_parquet_atomic
 
     t0 = time.perf_counter()
     clock = _Clock()
@@ -213,7 +212,8 @@ def _validate_nvr_extract(run_id: str, s: Settings) -> ValidationResult:
     snapshot_at = _ts(meta.get("nvr_snapshot_at"))
     run_date = (extracted_at or datetime.now(UTC)).date()
 
-    table = pq.read_table(paths.extract)
+    # only the columns the checks need (no addresses): the full rows are streamed at the end
+    table = pq.read_table(paths.extract, columns=list(nvr.EXTRACT_COLUMNS))
     clock.lap("read")
     facts = nvr.nvr_facts(
         table,
@@ -257,14 +257,15 @@ def _validate_nvr_extract(run_id: str, s: Settings) -> ValidationResult:
         raise
     clock.lap("gx_gates")
 
-    keep = pc.invert(pc.is_in(table.column("order_id"), value_set=_array(sorted(bad_orders))))
-    write_parquet_atomic(table.filter(keep), paths.validated)
+    rows = table.num_rows
+    del table, facts
+    _write_without(paths.extract, paths.validated, bad_orders)
     clock.lap("write")
     result = ValidationResult(
         run_id=run_id,
         suite=suite,
         batch_id=None,
-        rows=table.num_rows,
+        rows=rows,
         orders=orders,
         quarantined_orders=len(bad_orders),
         quarantine_entries=len(entries),
@@ -285,6 +286,29 @@ def _validate_nvr_extract(run_id: str, s: Settings) -> ValidationResult:
         seconds=result.seconds,
     )
     return result
+
+
+def _write_without(source, target, orders: set[str]) -> None:
+    """Copy a Parquet file without the rows of ``orders``, row group by row group (memory
+    stays at one row group), atomically."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from jobs.storage import atomic_path
+
+    drop = _array(sorted(orders))
+    src = pq.ParquetFile(source)
+    with (
+        atomic_path(target, 0o640) as tmp,
+        pq.ParquetWriter(tmp, src.schema_arrow, compression="zstd") as writer,
+    ):
+        for i in range(src.num_row_groups):
+            group = src.read_row_group(i)
+            writer.write_table(
+                group.filter(pc.invert(pc.is_in(group.column("order_id"), value_set=drop)))
+            )
+        if src.num_row_groups == 0:
+            writer.write_table(src.schema_arrow.empty_table())
 
 
 def _array(values: list[str]):

@@ -16,6 +16,15 @@ from jobs.storage import RunPaths
 from jobs.validate import validate
 
 
+@pytest.fixture(autouse=True)
+def _log_to_current_stderr() -> None:
+    """structlog's default logger keeps the stream it was made with (a closed pytest or
+    CliRunner capture, later); ours writes to the current sys.stderr."""
+    from jobs.log import configure_logging
+
+    configure_logging("INFO")
+
+
 def _seed_extract_validate(run_id: str, persons: int, defect_rate: float):
     manifest = seed(persons, seed=11, defect_rate=defect_rate)
     extract(run_id)

@@ -22,6 +22,15 @@ from jobs.storage import RunPaths, write_parquet_atomic
 from jobs.validate import validate
 
 
+@pytest.fixture(autouse=True)
+def _log_to_current_stderr() -> None:
+    """structlog's default logger keeps the stream it was made with (a closed pytest or
+    CliRunner capture, later); ours writes to the current sys.stderr."""
+    from jobs.log import configure_logging
+
+    configure_logging("INFO")
+
+
 def _write_run(run_id: str, frame, orders: int, extracted_at: datetime, **meta) -> RunPaths:
     paths = RunPaths.of(run_id)
     write_parquet_atomic(to_table(frame), paths.extract)

@@ -20,6 +20,15 @@ from jobs.validate import validate
 from signing.dcc import schema_errors, value_set_errors
 
 
+@pytest.fixture(autouse=True)
+def _log_to_current_stderr() -> None:
+    """structlog's default logger keeps the stream it was made with (a closed pytest or
+    CliRunner capture, later); ours writes to the current sys.stderr."""
+    from jobs.log import configure_logging
+
+    configure_logging("INFO")
+
+
 def test_uvci_check_character_published_example_and_vectorised() -> None:
     assert check_character("URN:UVCI:01:NL:187/37512422923") == "Z"
     ok = checks_ok(

@@ -14,6 +14,15 @@ from jobs.storage import RunPaths, write_parquet_atomic
 from jobs.validate import validate
 
 
+@pytest.fixture(autouse=True)
+def _log_to_current_stderr() -> None:
+    """structlog's default logger keeps the stream it was made with (a closed pytest or
+    CliRunner capture, later); ours writes to the current sys.stderr."""
+    from jobs.log import configure_logging
+
+    configure_logging("INFO")
+
+
 @pytest.fixture
 def signed_batch(bevis_env, tmp_path_factory, monkeypatch):
     from jobs.batches import plan, run_step
