@@ -901,7 +901,9 @@ def bench_seed(persons: int, db: str | None = None, seed: int = 0) -> dict[str, 
     try:
         s = get_settings(data_dir=tmp)
         url = db or s.resolved_source_url()
+        c0 = time.process_time()
         m = seed_fn(persons, seed=seed, url=url, settings=s)
+        cpu = time.process_time() - c0
         rows = m.persons + m.events + m.orders
         return {
             "bench": "seed",
@@ -912,6 +914,7 @@ def bench_seed(persons: int, db: str | None = None, seed: int = 0) -> dict[str, 
             "seconds": m.seconds,
             "persons_per_s": round(persons / m.seconds),
             "rows_per_s": round(rows / m.seconds),
+            "cpu_seconds": round(cpu, 3),
             "peak_rss_mb": peak_rss_mb(),
             "load": [round(x, 2) for x in os.getloadavg()],
         }
