@@ -384,6 +384,54 @@ def _stream(packed: bytes, extra: str = "") -> bytes:
     return head + packed + b"\nendstream"
 
 
+def _slim_name_table(font: bytes) -> bytes:
+    """The font with its 'name' table cut to name ids 0-7 (copyright, family, style, unique
+    id, full name, version, PostScript name, trademark) — what fontTools' subsetter keeps
+    by default. DejaVu's table also carries the whole licence text (15 kB per document);
+    the licence ships with the source in jobs/assets."""
+    import struct
+
+    num = struct.unpack(">H", font[4:6])[0]
+    tables = {}
+    for i in range(num):
+        tag, _cs, off, ln = struct.unpack(">4sIII", font[12 + 16 * i : 28 + 16 * i])
+        tables[tag] = font[off : off + ln]
+    name = tables.get(b"name")
+    if name is None:
+        return font
+    _fmt, count, storage = struct.unpack(">HHH", name[:6])
+    records, strings = [], b""
+    for i in range(count):
+        pid, eid, lid, nid, ln, off = struct.unpack(">6H", name[6 + 12 * i : 18 + 12 * i])
+        if nid <= 7:
+            text = name[storage + off : storage + off + ln]
+            records.append((pid, eid, lid, nid, len(text), len(strings)))
+            strings += text
+    head = struct.pack(">HHH", 0, len(records), 6 + 12 * len(records))
+    tables[b"name"] = head + b"".join(struct.pack(">6H", *r) for r in records) + strings
+    if b"head" in tables:  # checkSumAdjustment is recomputed below
+        tables[b"head"] = tables[b"head"][:8] + b"\0\0\0\0" + tables[b"head"][12:]
+
+    def checksum(data: bytes) -> int:
+        data += b"\0" * (-len(data) % 4)
+        return sum(struct.unpack(f">{len(data) // 4}I", data)) & 0xFFFFFFFF
+
+    tags = sorted(tables)
+    out_dir, body = bytearray(font[:12]), bytearray()
+    offset = 12 + 16 * len(tags)
+    for tag in tags:
+        data = tables[tag]
+        out_dir += struct.pack(">4sIII", tag, checksum(data), offset + len(body), len(data))
+        body += data + b"\0" * (-len(data) % 4)
+    result = bytearray(out_dir + body)
+    if b"head" in tables:
+        pos = result.find(b"head", 12, 12 + 16 * len(tags))
+        head_off = struct.unpack(">I", result[pos + 8 : pos + 12])[0]
+        adjust = (0xB1B0AFBA - checksum(bytes(result))) & 0xFFFFFFFF
+        result[head_off + 8 : head_off + 12] = struct.pack(">I", adjust)
+    return bytes(result)
+
+
 @cache
 def _font_subset(subset: tuple[int, ...]) -> _FontSubset:
     """The embedded subset of DejaVu Sans for these code points (code i = subset[i]);
@@ -397,7 +445,7 @@ def _font_subset(subset: tuple[int, ...]) -> _FontSubset:
     face = pdfmetrics.getFont(FONT).face
     tag = "".join(chr(65 + b % 26) for b in hashlib.sha256(repr(subset).encode()).digest()[:6])
     basefont = f"{tag}+{face.name.decode('latin-1')}"
-    fontfile = face.makeSubset(list(subset))
+    fontfile = _slim_name_table(face.makeSubset(list(subset)))
     return _FontSubset(
         basefont=basefont,
         widths=" ".join(f"{face.getCharWidth(c):g}" for c in subset),
