@@ -28,7 +28,7 @@ from typing import Any
 
 from jobs.orders import VALID_CONSENT
 from jobs.settings import Settings, get_settings
-from jobs.sources import CLAIMED, TABLES
+from jobs.sources import CLAIMED, PENDING, TABLES
 
 CHUNK_ROWS = 20_000
 
@@ -255,6 +255,22 @@ def _stream(eng, params: dict[str, Any]) -> Iterator[Iterator[list]]:
         raw.close()
 
 
+def _release_lapsed(eng, params: dict[str, Any]) -> int:
+    """Give back claimed orders whose consent no longer holds (withdrawn after the claim,
+    e.g. while a failed run waited for its rerun): they are not extracted, and they must
+    not stay claimed by a run that will never answer them."""
+    from sqlalchemy import text
+
+    sql = f"""
+UPDATE orders SET state = '{PENDING}', claimed_by_run = NULL, claimed_at = NULL
+WHERE order_id IN (
+  SELECT o.order_id FROM orders o
+  WHERE o.claimed_by_run = :run AND o.state = '{CLAIMED}' AND NOT ({VALID_CONSENT}))
+"""
+    with eng.begin() as conn:
+        return conn.execute(text(sql), params).rowcount
+
+
 def _existing(run_id: str, paths, url: str) -> ExtractResult | None:
     """The result of an earlier extract of this run, if it finished."""
     from sqlalchemy import func, select
@@ -322,6 +338,9 @@ def extract(
 
     sqlite = eng.dialect.name == "sqlite"
     params = {"run": run_id, "now": sqlite_ts(now) if sqlite else now}
+    lapsed = _release_lapsed(eng, params)
+    if lapsed:
+        log.info("consent withdrawn since the claim; orders released", run_id=run_id, orders=lapsed)
     key = s.pseudonym_key.get_secret_value().encode("utf-8")
     tally = _Tally()
     try:

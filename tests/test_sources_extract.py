@@ -284,3 +284,26 @@ def test_cli_seed_extract_release(bevis_env: Path, request: pytest.FixtureReques
     assert out.exit_code == 0 and "released" in out.output
     out = runner.invoke(app, ["orders", "status", "--run", "cli-1"])
     assert json.loads(out.output.strip().splitlines()[-1]) == {}
+
+
+def test_resumed_run_honours_consent_withdrawn_after_the_claim(bevis_env: Path) -> None:
+    from jobs.orders import claim
+
+    s = _settings(bevis_env)
+    seed(300, seed=6, settings=s)
+    claimed, _ = claim("run-r", dt.datetime.now(UTC), settings=s)  # the run then "crashes"
+    eng = engine(s.resolved_source_url())
+    with Session(eng) as session:
+        victim = session.scalars(
+            select(Order).where(Order.claimed_by_run == "run-r", Order.state == CLAIMED).limit(1)
+        ).one()
+        victim_id = victim.order_id
+        victim.consent_withdrawn_at = dt.datetime.now(UTC)
+        session.commit()
+    r = extract("run-r", settings=s)
+    got = set(pq.read_table(r.path, columns=["order_id"]).column("order_id").to_pylist())
+    assert victim_id not in got and r.orders == claimed - 1
+    with Session(eng) as session:
+        o = session.get(Order, victim_id)
+        assert (o.state, o.claimed_by_run) == (PENDING, None)
+    assert extract("run-s", settings=s).orders == 0  # and no later run takes it
