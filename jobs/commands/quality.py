@@ -44,9 +44,17 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         rows: int = typer.Option(1_000_000, "--rows", help="Extract rows (about 2.5 per order)."),
         defect_rate: float = typer.Option(0.01, "--defect-rate"),
         seed: int = typer.Option(0, "--seed"),
+        suite: str = typer.Option("nvr_extract", "--suite", help="nvr_extract | dcc_payload"),
     ) -> None:
-        """Validate a synthetic extract of about ROWS rows with nvr_extract; the last line
-        is JSON: rows/s, seconds per phase, peak RSS."""
-        from data_quality.bench import bench_nvr_extract
+        """Validate a synthetic extract of about ROWS rows with nvr_extract (or ROWS
+        synthetic payloads with dcc_payload); the last line is JSON: rows/s, seconds per
+        phase, peak RSS."""
+        from data_quality.bench import bench_dcc_payload, bench_nvr_extract
 
-        typer.echo(bench_nvr_extract(rows, defect_rate=defect_rate, seed=seed))
+        if suite == "dcc_payload":
+            typer.echo(bench_dcc_payload(rows, seed=seed))
+        elif suite == "nvr_extract":
+            typer.echo(bench_nvr_extract(rows, defect_rate=defect_rate, seed=seed))
+        else:
+            typer.echo("error: bench validate supports nvr_extract and dcc_payload", err=True)
+            raise typer.Exit(2)
