@@ -40,7 +40,7 @@ def dcc_reporting():
         from jobs.settings import get_settings
 
         out = get_settings().resolved_data_dir() / "reports" / "latest"
-        return str(build_report(out))
+        return str(build_report(out, refresh_first=False))
 
     refresh() >> report()
 
