@@ -70,7 +70,11 @@ def _validator(version: str):
 
 
 def schema_errors(payload: Any) -> list[str]:
-    """Schema violations of a payload, by the schema version its ``ver`` names."""
+    """Schema violations of a payload, by the schema version its ``ver`` names.
+
+    The messages may quote the offending values (names, dates of birth): use them for
+    yes/no decisions and diagnostics only; :func:`redacted_schema_errors` is for reasons
+    that are stored or logged."""
     if not isinstance(payload, dict):
         return [f"payload is {type(payload).__name__}, not an object"]
     ver = payload.get("ver")
@@ -136,7 +140,8 @@ def value_set_errors(payload: Any, active_only: bool = True) -> list[str]:
 
 def payload_errors(payload: Any, active_only: bool = True) -> list[str]:
     """Everything that forbids signing (or accepting) a payload: schema, then value sets."""
-    return schema_errors(payload) + value_set_errors(payload, active_only=active_only)
+    # redacted: these reasons reach quarantine details and logs
+    return redacted_schema_errors(payload) + value_set_errors(payload, active_only=active_only)
 
 
 # --- issuance gate (signing helper) ------------------------------------------------------
