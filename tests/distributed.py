@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +40,8 @@ import httpx
 from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
+# The deployment's Celery settings (docker/), installed the way the image installs them.
+CELERY_CONFIG_MODULE = REPO / "docker" / "bevis_celery_config.py"
 FINISHED = frozenset({"success", "failed"})
 LOG_TAIL_LINES = 120
 
@@ -136,6 +139,7 @@ class AirflowCluster:
             "AIRFLOW__CELERY__RESULT_BACKEND": celery_result_backend(self.pg_url),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
             "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "bevis_celery_config.CELERY_CONFIG",
             "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -193,6 +197,8 @@ class AirflowCluster:
         """Migrate the metadata database, start the four components, wait until healthy."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.home / "config").mkdir(exist_ok=True)  # on sys.path, as /opt/airflow/config
+        shutil.copy2(CELERY_CONFIG_MODULE, self.home / "config" / CELERY_CONFIG_MODULE.name)
         self._run_once("db-migrate", ["db", "migrate"], timeout=self.start_timeout)
         self._spawn(
             "api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.api_port)]
@@ -347,15 +353,26 @@ class AirflowCluster:
         return self.log_dir / f"{name}.log"
 
     def print_logs(self, lines: int = LOG_TAIL_LINES) -> None:
-        """Print the tail of every component log and task log (pytest shows it on failure)."""
-        paths = sorted(self.log_dir.glob("*.log")) if self.log_dir.exists() else []
+        """Print the tail of every component log, and the errors and tail of every task log
+        (pytest shows them on failure)."""
+        if self.log_dir.exists():
+            for path in sorted(self.log_dir.glob("*.log")):
+                text = path.read_text(errors="replace").splitlines()
+                print(f"\n===== {path} (last {min(lines, len(text))} of {len(text)} lines) =====")
+                print("\n".join(text[-lines:]))
         task_logs = self.home / "logs"
         if task_logs.exists():
-            paths += sorted(p for p in task_logs.rglob("*.log") if "dag_processor" not in p.parts)
-        for path in paths:
-            text = path.read_text(errors="replace").splitlines()
-            print(f"\n===== {path} (last {min(lines, len(text))} of {len(text)} lines) =====")
-            print("\n".join(text[-lines:]))
+            for path in sorted(task_logs.rglob("*.log")):
+                if "dag_processor" in path.parts:
+                    continue
+                text = path.read_text(errors="replace").splitlines()
+                errors = [
+                    line[:3000]
+                    for line in text[:-15]
+                    if '"level":"error"' in line or "Traceback" in line
+                ]
+                print(f"\n===== {path} (errors, then last 15 of {len(text)} lines) =====")
+                print("\n".join(errors + [line[:3000] for line in text[-15:]]))
 
     # --- REST API v2 ---------------------------------------------------------------
     @property

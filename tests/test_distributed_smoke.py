@@ -40,6 +40,8 @@ def test_mapped_dag_runs_on_the_celery_worker(tmp_path: Path, pg_url: str, redis
             report = cluster.xcom("bevis_smoke", run_id, "work", ti["map_index"])
             assert worker_pid in report["ancestors"], report
             assert scheduler_pid not in report["ancestors"], report
+            # a process pool inside the task works (docker/bevis_celery_config.py)
+            assert report["pool_child_parent"] == report["pid"], report
             seen.append(report["item"])
         assert sorted(seen) == sorted(items)
         assert cluster.xcom("bevis_smoke", run_id, "collect") == sorted(items)

@@ -221,3 +221,24 @@ def test_init_runs_the_bevis_init_script_after_the_airflow_migration(
     assert init["restart"] == "no"
     dockerfile = (DOCKER / "Dockerfile").read_text()
     assert "docker/bevis-init.sh /usr/local/bin/bevis-init" in dockerfile
+
+
+def test_celery_config_module_is_shipped_and_extends_airflows_defaults(
+    services: dict[str, Any],
+) -> None:
+    import importlib.util
+
+    from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+
+    option = services["airflow-worker"]["environment"]["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"]
+    module_name, _, attr = option.rpartition(".")
+    source = DOCKER / f"{module_name}.py"
+    assert f"docker/{source.name} /opt/airflow/config/{source.name}" in (
+        (DOCKER / "Dockerfile").read_text()
+    )
+    spec = importlib.util.spec_from_file_location(module_name, source)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = getattr(module, attr)
+    assert {k: config[k] for k in DEFAULT_CELERY_CONFIG} == DEFAULT_CELERY_CONFIG
