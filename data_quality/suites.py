@@ -42,8 +42,12 @@ class Check:
         notes = f"**{self.name}** — {self.description}"
         if self.reason_code:
             notes += f"\n\nFailing rows are quarantined with reason `{self.reason_code}`."
+        description = self.description
+        if self.reason_code:
+            description += f" Failing rows are quarantined as {self.reason_code}."
         return cls(
             **self.kwargs,
+            description=f"{self.name}: {description}",
             meta={
                 "check": self.name,
                 "reason_code": self.reason_code,
