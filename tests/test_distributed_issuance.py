@@ -29,6 +29,7 @@ pytestmark = [
     pytest.mark.airflow,
     pytest.mark.postgres,
     pytest.mark.slow,
+    pytest.mark.timeout(1800),  # two issuance runs and a cluster start on a busy 2-core box
 ]
 
 DAGS = airflow_local.DAGS_FOLDER
