@@ -50,12 +50,16 @@ def _digits(strings: pa.Array, width: int) -> np.ndarray:
     import numpy as np
     import pyarrow as pa
 
+    if isinstance(strings, pa.ChunkedArray):
+        strings = (
+            strings.combine_chunks() if strings.num_chunks else pa.array([], type=strings.type)
+        )
     arr = strings.cast(pa.string())
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[
         arr.offset : arr.offset + len(arr) + 1
     ]
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    return data.reshape(-1, width).astype(np.int64) - 48
+    return (data.reshape(-1, width) - 48).astype(np.int16)  # small: (n, width) int16
 
 
 def identity_facts(pnr: pa.Array) -> dict[str, np.ndarray]:
@@ -75,9 +79,10 @@ def identity_facts(pnr: pa.Array) -> dict[str, np.ndarray]:
         idx = np.flatnonzero(shaped)
         d = _digits(pc.filter(pnr, matched), 12)
         ten = d[:, 2:12]
-        prod = ten[:, :9] * np.array([2, 1, 2, 1, 2, 1, 2, 1, 2])
+        prod = ten[:, :9] * np.array([2, 1, 2, 1, 2, 1, 2, 1, 2], dtype=np.int16)
         prod = np.where(prod > 9, prod - 9, prod)
         check[idx] = (10 - prod.sum(axis=1) % 10) % 10 == ten[:, 9]
+        d = d[:, :8].astype(np.int64)  # the date digits, wide enough for yyyymmdd
         year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
         month = d[:, 4] * 10 + d[:, 5]
         day = d[:, 6] * 10 + d[:, 7]

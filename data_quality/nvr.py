@@ -56,6 +56,15 @@ class NvrFacts:
     identity: pa.Table  # order_id, event_id, pid per row (same order)
 
 
+def _contiguous(values):
+    """One Array from a ChunkedArray (dictionary encoding must see one dictionary)."""
+    import pyarrow as pa
+
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks() if values.num_chunks else pa.array([], type=values.type)
+    return values
+
+
 def _days(d: date) -> int:
     return d.toordinal() - _EPOCH_ORDINAL
 
@@ -120,16 +129,13 @@ def nvr_facts(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    t = table.select(list(EXTRACT_COLUMNS)).combine_chunks()
+    # no combine_chunks() of the whole table (a copy of every string): compute kernels take
+    # chunked columns; only the columns that are dictionary-encoded are made contiguous
+    t = table.select(list(EXTRACT_COLUMNS))
     n = t.num_rows
-    col = {
-        name: (
-            t.column(name).chunk(0)
-            if t.column(name).num_chunks
-            else pa.array([], t.schema.field(name).type)
-        )
-        for name in EXTRACT_COLUMNS
-    }
+    col = {name: t.column(name) for name in EXTRACT_COLUMNS}
+    for name in ("order_id", "event_id", "vaccine"):
+        col[name] = _contiguous(col[name])
     has_event = _np(pc.is_valid(col["event_id"]), False).astype(bool)
 
     # identity number and date of birth ----------------------------------------------------
