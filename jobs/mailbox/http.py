@@ -33,6 +33,8 @@ from jobs.mailbox.adapter import (
 )
 from jobs.mailbox.breaker import CircuitBreaker
 
+POOL_CONNECTIONS = 8
+
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
@@ -67,11 +69,19 @@ class HttpMailbox:
     ) -> None:
         self.far_url = far_url.rstrip("/")
         self.sender = sender
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            headers={"User-Agent": "bevis-mailbox/1"},
-        )
+        # httpcore scans every connection of a pool for each request (idle/expired checks),
+        # so CPU per request grows with the pool: several pools of ≤ 8 connections, used
+        # round-robin, give the same concurrency for about half the CPU at 32.
+        per_pool = min(concurrency, POOL_CONNECTIONS)
+        self._clients = [
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout_s),
+                limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
+                headers={"User-Agent": "bevis-mailbox/1"},
+            )
+            for _ in range(-(-concurrency // per_pool))
+        ]
+        self._next = 0
         self._breaker_args = (breaker_threshold, breaker_cooldown_s)
         self.breakers: dict[str, CircuitBreaker] = {}
 
@@ -101,7 +111,8 @@ class HttpMailbox:
         breaker.before_call()
         t0 = time.perf_counter()
         try:
-            resp = await self._client.request(method, url, **kwargs)
+            self._next = (self._next + 1) % len(self._clients)
+            resp = await self._clients[self._next].request(method, url, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             breaker.failure()
             raise TransientError(f"{service}: {type(exc).__name__}", ambiguous=False) from exc
@@ -188,4 +199,5 @@ class HttpMailbox:
         return Receipt(str(data["transactionId"]), True, resp.status_code, latency)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
