@@ -24,7 +24,7 @@ DEFAULT_ARGS = {
 RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
         RetryRule(
-            exception="jobs.errors.RunGateFailed",
+            exception="data_quality.RunGateFailed",
             action=RetryAction.FAIL,
             reason="a data-quality gate stopped the run; retrying cannot change the data",
         ),

@@ -1,20 +1,17 @@
 """Error classes the scheduler's retry policy tells apart (dags/_common.py names them by
 dotted path, so this module must stay free of heavy imports).
 
-Messages name records by order id or pseudonymous id only.
+Messages name records by order id or pseudonymous id only. A run-level data-quality failure
+is ``data_quality.RunGateFailed`` (re-exported here).
 """
+
+from data_quality import RunGateFailed
+
+__all__ = ["BevisError", "MailboxUnavailable", "Refusal", "RunGateFailed"]
 
 
 class BevisError(Exception):
     """Base of bevis' own errors."""
-
-
-class RunGateFailed(BevisError):
-    """A run-level data-quality expectation failed: the run stops; retrying cannot help."""
-
-    def __init__(self, suite: str, expectation: str, message: str) -> None:
-        self.suite, self.expectation = suite, expectation
-        super().__init__(f"{suite}.{expectation}: {message}")
 
 
 class Refusal(BevisError):
