@@ -102,6 +102,9 @@ class Settings(BaseSettings):
         None, description="Drill: after this many stored messages, an outage begins..."
     )
     simulator_outage_requests: int = Field(0, ge=0, description="...of this many requests.")
+    simulator_outage_scope: Literal["all", "operators", "far"] = Field(
+        "all", description="Which endpoints an outage hits."
+    )
     simulator_retry_after_s: float = Field(1.0, ge=0, description="Retry-After of a 503.")
     simulator_db: Path | None = Field(None, description="Default <data_dir>/mailbox-sim.db.")
 

@@ -242,6 +242,7 @@ def test_outage_with_two_delivery_processes(bevis_env: Path, request, ledger: st
     s0 = get_settings(
         simulator_outage_after=10,
         simulator_outage_requests=30,
+        simulator_outage_scope="operators",  # FaR down: the MailboxUnavailable test
         simulator_ack_loss_rate=0.1,
         **overrides,
     )

@@ -188,7 +188,7 @@ class FaultState:
         self.retry_after = s.simulator_retry_after_s
         self.latency = s.simulator_latency_ms / 1000
         self.rng = random.Random(0)
-        self.scope = "all"  # which endpoints an outage hits: all | operators | far
+        self.scope = s.simulator_outage_scope  # which endpoints: all | operators | far
         self.lock = threading.Lock()
 
     def outage_now(self, stored: int, endpoint: str) -> bool:
