@@ -13,6 +13,7 @@ import fcntl
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,7 +130,9 @@ def run_suite(
                 "unexpected_index_column_names": list(index_columns),
                 "return_unexpected_index_query": False,
             },
-            run_id=RunIdentifier(run_name=run_name),
+            # an explicit run_time: without it GX parses run_name as a date, and a run id like
+            # "20261122T144419-8314" reads as a broken time-zone offset
+            run_id=RunIdentifier(run_name=run_name, run_time=datetime.now(UTC)),
         )
         if build_docs:
             ctx.build_data_docs(site_names=[SITE])

@@ -279,3 +279,13 @@ def test_cli_validate_reports_data_docs_and_exit_code_on_gate(bevis_env) -> None
     assert "Data Docs:" in res.output and "index.html" in res.output
     res = CliRunner().invoke(app, ["validate", "--run", "dq-cli", "--suite", "nope"])
     assert res.exit_code == 2
+
+
+def test_run_ids_that_look_like_dates_validate(bevis_env, monkeypatch) -> None:
+    """GX parses a run name as a date unless given a run time; ids from new_run_id() such as
+    "20261122T144419-8314" read as a broken UTC offset. Every id shape must validate."""
+    monkeypatch.setenv("BEVIS_QUARANTINE_THRESHOLD", "0.5")
+    synth = synthetic_extract(60, seed=9, defect_rate=0.0)
+    for run_id in ("20261122T144419-8314", "20261122T144419-0000"):
+        _write_run(run_id, synth.frame, synth.orders, synth.extracted_at)
+        assert validate(run_id, "nvr_extract").quarantined_orders == 0
