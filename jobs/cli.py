@@ -63,3 +63,7 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+if __name__ == "__main__":  # python -m jobs.cli
+    main()
