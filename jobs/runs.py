@@ -32,7 +32,7 @@ class UnknownRun(LookupError):
 def new_run_id(now: datetime | None = None) -> str:
     """A fresh run id, safe in file names and sortable by start time."""
     t = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{t:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+    return f"{t:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"  # 32 bits: no collision within a second
 
 
 def check_run_id(run_id: str) -> str:

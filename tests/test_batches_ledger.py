@@ -28,7 +28,7 @@ def test_run_ids_are_safe_and_unique() -> None:
     ids = {new_run_id() for _ in range(200)}
     assert len(ids) == 200
     for rid in ids:
-        assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{4}", rid)
+        assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{8}", rid)
         RunPaths.of(rid)  # accepted as a folder name
     with pytest.raises(ValueError, match="invalid run id"):
         start_run("../etc")

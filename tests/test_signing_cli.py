@@ -165,7 +165,7 @@ def test_bench_cose_compares_with_pycose() -> None:
 
 @pytest.mark.slow
 def test_bench_sign_pool_reports_parallel_efficiency(bevis_env: Path) -> None:
-    r = runner.invoke(app, ["bench", "sign", "--n", "600", "--workers", "2"])
+    r = runner.invoke(app, ["bench", "sign", "--n", "4000", "--workers", "2"])
     assert r.exit_code == 0, r.output
     figures = json.loads(r.stdout.strip().splitlines()[-1])
     if figures["cores"] >= 2:
