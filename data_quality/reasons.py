@@ -15,6 +15,20 @@ MISSING_NAME = "missing_name"
 DOB_MISMATCH = "dob_mismatch"
 NAME_TOO_LONG = "name_too_long"
 
+# The defect kinds the synthetic register injects, in the order the generator draws them
+# (part of its determinism): the generator and the tests import this one tuple.
+GENERATOR_DEFECTS = (
+    INVALID_CHECK_DIGIT,
+    FUTURE_VACCINATION_DATE,
+    BEFORE_AUTHORISATION,
+    UNKNOWN_PRODUCT,
+    DOSE_OUT_OF_RANGE,
+    DUPLICATE_EVENT,
+    MISSING_NAME,
+    DOB_MISMATCH,
+    NAME_TOO_LONG,
+)
+
 # --- other agreed codes ---------------------------------------------------------------------
 NO_VACCINATION = "no_vaccination"
 SCHEMA_INVALID = "schema_invalid"

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from data_quality.reasons import GENERATOR_DEFECTS, NO_VACCINATION
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -25,18 +27,7 @@ PRODUCT_FROM = {  # first plausible vaccination day per product (after authorisa
 GIVEN = ("Anna", "Åsa", "Björn", "Lars-Erik", "Zoë", "Łukasz", "Øystein", "Maria Luisa")
 FAMILY = ("Andersson", "Åström", "Öberg", "Müller-Lüdenscheidt", "Nguyễn", "O'Brien")
 
-DEFECT_KINDS = (
-    "invalid_check_digit",
-    "future_vaccination_date",
-    "before_authorisation",
-    "unknown_product",
-    "dose_out_of_range",
-    "duplicate_event",
-    "missing_name",
-    "dob_mismatch",
-    "name_too_long",
-    "no_vaccination",
-)
+DEFECT_KINDS = (*GENERATOR_DEFECTS, NO_VACCINATION)
 
 
 @dataclass
