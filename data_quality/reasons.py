@@ -15,20 +15,6 @@ MISSING_NAME = "missing_name"
 DOB_MISMATCH = "dob_mismatch"
 NAME_TOO_LONG = "name_too_long"
 
-# The defect kinds the synthetic register injects, in the order the generator draws them
-# (part of its determinism): the generator and the tests import this one tuple.
-GENERATOR_DEFECTS = (
-    INVALID_CHECK_DIGIT,
-    FUTURE_VACCINATION_DATE,
-    BEFORE_AUTHORISATION,
-    UNKNOWN_PRODUCT,
-    DOSE_OUT_OF_RANGE,
-    DUPLICATE_EVENT,
-    MISSING_NAME,
-    DOB_MISMATCH,
-    NAME_TOO_LONG,
-)
-
 # --- other agreed codes ---------------------------------------------------------------------
 NO_VACCINATION = "no_vaccination"
 SCHEMA_INVALID = "schema_invalid"
@@ -44,6 +30,8 @@ DOSE_INCONSISTENT = "dose_inconsistent"  # dose numbers do not rise with the dat
 CONSENT_MISSING = "consent_missing"  # no consent time, or consent after the extraction
 UVCI_INVALID = "uvci_invalid"  # format or check character wrong, or not the payload's ci
 
+# The defect kinds the synthetic register injects, in the order the generator draws them
+# (part of its determinism): the generator and the DQ test data import this one tuple.
 GENERATOR_DEFECT_KINDS = (
     INVALID_CHECK_DIGIT,
     FUTURE_VACCINATION_DATE,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from data_quality.reasons import GENERATOR_DEFECTS, NO_VACCINATION
+from data_quality.reasons import GENERATOR_DEFECT_KINDS, NO_VACCINATION
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +27,7 @@ PRODUCT_FROM = {  # first plausible vaccination day per product (after authorisa
 GIVEN = ("Anna", "Åsa", "Björn", "Lars-Erik", "Zoë", "Łukasz", "Øystein", "Maria Luisa")
 FAMILY = ("Andersson", "Åström", "Öberg", "Müller-Lüdenscheidt", "Nguyễn", "O'Brien")
 
-DEFECT_KINDS = (*GENERATOR_DEFECTS, NO_VACCINATION)
+DEFECT_KINDS = (*GENERATOR_DEFECT_KINDS, NO_VACCINATION)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from data_quality.reasons import GENERATOR_DEFECTS
+from data_quality.reasons import GENERATOR_DEFECT_KINDS
 from jobs import seed_names as ref
 
 CHUNK = 50_000  # persons per chunk: fixed, part of the determinism contract
@@ -28,7 +28,7 @@ AS_OF = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)  # orders are placed in the week
 EPOCH = np.datetime64("1970-01-01", "D")
 LAST_VACCINATION = np.datetime64("2023-12-31", "D")
 
-DEFECT_KINDS = GENERATOR_DEFECTS  # the reason codes data quality quarantines them under
+DEFECT_KINDS = GENERATOR_DEFECT_KINDS  # the reason codes data quality quarantines them under
 ORDER_CATEGORIES = (
     "consented",
     "reconsented",

@@ -69,20 +69,28 @@ def _validator(version: str):
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
+def _governing_version(payload: Any) -> tuple[str, str | None]:
+    """The vendored schema version for a payload, or why there is none (safe for logs)."""
+    if not isinstance(payload, dict):
+        return "", f"payload is {type(payload).__name__}, not an object"
+    ver = payload.get("ver")
+    if not isinstance(ver, str):
+        return "", "ver: missing or not a string"
+    version = schema_version_for(ver)
+    if version is None:
+        return "", f"ver: unknown schema version {ver[:20]!r}"
+    return version, None
+
+
 def schema_errors(payload: Any) -> list[str]:
     """Schema violations of a payload, by the schema version its ``ver`` names.
 
     The messages may quote the offending values (names, dates of birth): use them for
     yes/no decisions and diagnostics only; :func:`redacted_schema_errors` is for reasons
     that are stored or logged."""
-    if not isinstance(payload, dict):
-        return [f"payload is {type(payload).__name__}, not an object"]
-    ver = payload.get("ver")
-    if not isinstance(ver, str):
-        return ["missing or non-string 'ver'"]
-    version = schema_version_for(ver)
-    if version is None:
-        return [f"unknown schema version {ver!r}"]
+    version, problem = _governing_version(payload)
+    if problem:
+        return [problem]
     errors = []
     for err in sorted(_validator(version).iter_errors(payload), key=lambda e: list(e.path)):
         where = "/".join(str(p) for p in err.absolute_path) or "(root)"
@@ -179,14 +187,9 @@ def _redacted(err: Any) -> str:
 def redacted_schema_errors(payload: Any) -> list[str]:
     """Schema violations by the payload's ``ver`` (with formats), in words safe for logs:
     field paths and rules, never the offending personal values."""
-    if not isinstance(payload, dict):
-        return [f"payload is {type(payload).__name__}, not an object"]
-    ver = payload.get("ver")
-    if not isinstance(ver, str):
-        return ["ver: missing or not a string"]
-    version = schema_version_for(ver)
-    if version is None:
-        return [f"ver: unknown schema version {ver[:20]!r}"]
+    version, problem = _governing_version(payload)
+    if problem:
+        return [problem]
     if _fast_valid(version, payload):
         return []
     validator = _validator(version)
