@@ -612,16 +612,22 @@ def write_print_queue(batch_id: str, settings: Settings | None = None) -> int:
     ]  # fmt: skip
     rows.sort(key=lambda r: (r["address_postcode"] or "", r["uvci"]))
 
+    pdf_dir = paths.pdf_dir(batch_id)
     pages, out = [], io.StringIO()
     w = csv.writer(out)
     w.writerow(["page", "uvci", "order_id", "document", "name", "street", "postcode", "city"])
     for n, r in enumerate(rows, start=1):
         code, exp = hc1[r["uvci"]]
-        view = view_of(json.loads(r["payload_json"]), code, exp)
-        nam = json.loads(r["payload_json"]).get("nam", {})
+        payload = json.loads(r["payload_json"])
+        view = view_of(payload, code, exp)
+        nam = payload.get("nam", {})
         name = " ".join(x for x in (nam.get("gn"), nam.get("fn")) if x)
         address = PostalAddress(name, r["address_street"], r["address_postcode"], r["address_city"])
-        pages.append((view, address))
+        try:  # the page as rendered for the digital mailbox, reused (see print_pdf)
+            rendered = (pdf_dir / pdf_name(r["uvci"])).read_bytes()
+        except OSError:
+            rendered = None
+        pages.append((view, address, rendered))
         w.writerow(
             [
                 n,
@@ -637,6 +643,7 @@ def write_print_queue(batch_id: str, settings: Settings | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     with atomic_path(pdf, FILE_MODE) as tmp:
-        print_pdf(pages, tmp, author=s.issuer_name)
+        drawn = print_pdf(pages, tmp, author=s.issuer_name)
     write_text_atomic(out.getvalue(), manifest, FILE_MODE)
+    log.info("print_queue", batch_id=batch_id, **drawn)
     return len(pages)

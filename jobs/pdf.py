@@ -205,19 +205,28 @@ def _fit(text: str, font: str, size: float, width: float) -> float:
     return size if w <= width else max(5.0, size * width / w)
 
 
+PRINT_SHIFT = 60 * MM  # a print page is the certificate page moved down below the address
+
+
+def address_ops(address: PostalAddress) -> list[tuple]:
+    """The postal address in the envelope window (C5/E65, left window) of a print page."""
+    ops, ay = [], PAGE_H - 50 * MM
+    for line in (address.name, address.street, f"{address.postcode} {address.city}"):
+        ops.append(("t", FONT, 10, 20 * MM, ay, line))
+        ay -= 12
+    return ops
+
+
 def layout(v: CertificateView, address: PostalAddress | None = None) -> list[tuple]:
     """The page as drawing operations, shared by both writers:
     ``("t", font, size, x, y, text)`` and ``("q", x, y, size, hc1)``."""
-    ops: list[tuple] = []
     margin = 20 * MM
     width = PAGE_W - 2 * margin
     y = PAGE_H - margin
-    if address is not None:  # window envelope field (C5/E65, left window)
-        ay = PAGE_H - 50 * MM
-        for line in (address.name, address.street, f"{address.postcode} {address.city}"):
-            ops.append(("t", FONT, 10, margin, ay, line))
-            ay -= 12
-        y = PAGE_H - 80 * MM
+    ops: list[tuple] = []
+    if address is not None:
+        ops = address_ops(address)
+        y -= PRINT_SHIFT
     ops.append(("t", FONT_BOLD, 16, margin, y - 16, "EU:s digitala covidintyg"))
     ops.append(
         (
@@ -314,17 +323,68 @@ def certificate_pdf(v: CertificateView, author: str = "Swedish eHealth Agency") 
 
 
 def print_pdf(
-    pages: Iterable[tuple[CertificateView, PostalAddress]],
+    pages: Iterable[tuple[CertificateView, PostalAddress, bytes | None]],
     target: Path,
     author: str = "Swedish eHealth Agency",
-) -> int:
+) -> dict[str, int]:
     """The merged print file for the print house: one page per certificate with its
     address in the envelope window. Written to ``target`` (the caller makes it atomic).
-    Returns the number of pages."""
+
+    A page is the certificate's own rendered page (the third element: the bytes of its
+    PDF, as delivered digitally) moved down below the address: its compressed content
+    stream is copied, not drawn again, so the QR code is not encoded a second time. Pages
+    whose PDF is missing, or whose address needs characters outside the certificate's font
+    subset, are drawn from the layout. Returns pages, reused and drawn."""
     register_fonts()
-    ops = [layout(v, address) for v, address in pages]
-    target.write_bytes(pdf_document(ops, NEUTRAL_METADATA | {"author": author}))
-    return len(ops)
+    prepared, reused = [], 0
+    for v, address, cert_pdf in pages:
+        ops = layout(v, address)
+        subset = _page_subset(ops)
+        streams = _reused_streams(cert_pdf, subset, address) if cert_pdf else None
+        if streams is None:
+            streams = [_content(ops, subset)]
+        else:
+            reused += 1
+        prepared.append((subset, streams))
+    target.write_bytes(_assemble(prepared, NEUTRAL_METADATA | {"author": author}))
+    return {"pages": len(prepared), "reused": reused, "drawn": len(prepared) - reused}
+
+
+_CLOSE_SHIFT = b"\nQ"
+
+
+def certificate_stream(cert_pdf: bytes) -> bytes | None:
+    """The compressed content stream of a one-page certificate PDF written by
+    :func:`pdf_document` (None for any other structure)."""
+    import re
+
+    ref = re.search(rb"/Contents (\d+) 0 R", cert_pdf)
+    if ref is None:
+        return None
+    head = re.compile(rb"\n%s 0 obj\n<< /Filter /FlateDecode /Length (\d+) >>\nstream\n" % ref[1])
+    obj = head.search(cert_pdf)
+    if obj is None:
+        return None
+    start = obj.end()
+    data = cert_pdf[start : start + int(obj[1])]
+    return data if cert_pdf[start + len(data) : start + len(data) + 10] == b"\nendstream" else None
+
+
+def _reused_streams(
+    cert_pdf: bytes, subset: tuple[int, ...], address: PostalAddress
+) -> list[bytes] | None:
+    """The content of a print page from the certificate's rendered page: the address, a
+    shift down by PRINT_SHIFT, the page's own stream, the end of the shift. None when the
+    certificate's page uses another font subset than the print page needs."""
+    import zlib
+
+    if b"/BaseFont /" + _font_subset(subset).basefont.encode() + b" " not in cert_pdf:
+        return None
+    stream = certificate_stream(cert_pdf)
+    if stream is None:
+        return None
+    head = _content_text(address_ops(address), subset) + f"\nq 1 0 0 1 0 {-PRINT_SHIFT:.4f} cm\n"
+    return [zlib.compress(head.encode("latin-1")), stream, zlib.compress(_CLOSE_SHIFT)]
 
 
 # --- the fast writer ---------------------------------------------------------------------
@@ -463,9 +523,7 @@ def _page_subset(ops: list[tuple]) -> tuple[int, ...]:
     return subset
 
 
-def _content(ops: list[tuple], subset: tuple[int, ...]) -> bytes:
-    import zlib
-
+def _content_text(ops: list[tuple], subset: tuple[int, ...]) -> str:
     code = {c: i for i, c in enumerate(subset)}
     parts = []
     for op in ops:
@@ -477,12 +535,27 @@ def _content(ops: list[tuple], subset: tuple[int, ...]) -> bytes:
         else:
             _, x, y, size, hc1 = op
             parts.append(_qr_operators(hc1, x, y, size))
-    return zlib.compress("\n".join(parts).encode("latin-1"))
+    return "\n".join(parts)
+
+
+def _content(ops: list[tuple], subset: tuple[int, ...]) -> bytes:
+    import zlib
+
+    return zlib.compress(_content_text(ops, subset).encode("latin-1"))
 
 
 def pdf_document(pages: list[list[tuple]], metadata: dict[str, str]) -> bytes:
     """A complete PDF from the layout operations of its pages (see :func:`layout`).
     Pages with the same character subset share one embedded font subset."""
+    prepared = []
+    for ops in pages:
+        subset = _page_subset(ops)
+        prepared.append((subset, [_content(ops, subset)]))
+    return _assemble(prepared, metadata)
+
+
+def _assemble(pages: list[tuple[tuple[int, ...], list[bytes]]], metadata: dict[str, str]) -> bytes:
+    """The file from pages given as (font subset, compressed content streams)."""
     info = " ".join(f"/{k.capitalize()} {_pdf_string(v)}" for k, v in metadata.items() if v)
     objects: list[bytes] = [
         b"",
@@ -491,21 +564,26 @@ def pdf_document(pages: list[list[tuple]], metadata: dict[str, str]) -> bytes:
     ]
     font_of: dict[tuple[int, ...], int] = {}
     kids = []
-    for ops in pages:
-        subset = _page_subset(ops)
+    for subset, streams in pages:
         if subset not in font_of:
             font_of[subset] = len(objects) + 1
             objects.extend(_font_subset(subset).objects(len(objects) + 1))
         page_no = len(objects) + 1
         kids.append(f"{page_no} 0 R")
+        first = page_no + 1
+        contents = (
+            f"{first} 0 R"
+            if len(streams) == 1
+            else "[" + " ".join(f"{first + i} 0 R" for i in range(len(streams))) + "]"
+        )
         objects.append(
             (
                 f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {PAGE_W:.4f} {PAGE_H:.4f}] "
-                f"/Contents {page_no + 1} 0 R /Resources << /Font << /F1 {font_of[subset]} 0 R >> "
+                f"/Contents {contents} /Resources << /Font << /F1 {font_of[subset]} 0 R >> "
                 "/ProcSet [/PDF /Text] >> >>"
             ).encode()
         )
-        objects.append(_stream(_content(ops, subset)))
+        objects.extend(_stream(packed) for packed in streams)
     objects[0] = b"<< /Type /Catalog /Pages 2 0 R >>"
     objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>".encode()
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")

@@ -227,3 +227,46 @@ def test_signed_certificate_round_trip_through_the_page(bevis_env: Path) -> None
     verdict = verify(read, trust=[signer.dsc])
     assert verdict.valid, verdict.reasons
     assert verdict.payload["nam"]["fn"] == "Kowalski"
+
+
+def test_print_page_reuses_the_rendered_page_and_looks_the_same(tmp_path: Path) -> None:
+    """A print page copies the certificate's rendered content stream (no second QR
+    encoding) and is the same picture as a page drawn from the layout; an address with a
+    character outside the certificate's font subset is drawn instead."""
+    import numpy as np
+    import pypdfium2 as pdfium
+
+    from jobs.pdf import PostalAddress, certificate_pdf, print_pdf, view_of
+    from signing.qr import decode_qr
+
+    vector = _vaccination_vectors(1)[0]
+    view = view_of(vector["JSON"], vector["PREFIX"], 1767225600)
+    rendered = certificate_pdf(view)
+    plain = PostalAddress("Anna Andersson", "Storgatan 1", "111 22", "Stockholm")
+    rare = PostalAddress("Anna Andersson", "Łąkowa 7", "111 22", "Stockholm")
+    pages = [(view, plain, rendered), (view, plain, None), (view, rare, rendered)]
+    counts = print_pdf(pages, tmp_path / "print.pdf")
+    assert counts == {"pages": 3, "reused": 1, "drawn": 2}
+
+    doc = pdfium.PdfDocument(tmp_path / "print.pdf")
+    try:
+        images = [np.asarray(doc[i].render(scale=2).to_pil().convert("L")) for i in range(3)]
+        texts = [doc[i].get_textpage().get_text_range() for i in range(3)]
+    finally:
+        doc.close()
+    diff = np.abs(images[0].astype(int) - images[1].astype(int))
+    assert (diff > 64).mean() < 0.001  # the same page, up to anti-aliasing of 0.01 pt
+    assert "Storgatan 1" in texts[0] and "Łąkowa 7" in texts[2]
+    assert texts[0] == texts[1]
+    from PIL import Image
+
+    assert decode_qr(Image.fromarray(images[0])) == [vector["PREFIX"]]
+
+
+def test_certificate_stream_rejects_other_pdfs() -> None:
+    from jobs.pdf import certificate_pdf_reportlab, certificate_stream, view_of
+
+    vector = _vaccination_vectors(1)[0]
+    other = certificate_pdf_reportlab(view_of(vector["JSON"], vector["PREFIX"], 1767225600))
+    assert certificate_stream(b"%PDF-1.4 nothing here") is None
+    assert certificate_stream(other[: len(other) // 2]) is None
