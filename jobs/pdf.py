@@ -174,8 +174,8 @@ def _qr_operators(hc1: str, x: float, y: float, size: float) -> str:
 
     matrix = qr_matrix(hc1)
     m = size / matrix.size
-    rects = "\n".join([f"{c} {r} {n} 1 re" for r, c, n in matrix.runs()])
-    return f"q 0 g {m:.4f} 0 0 {-m:.4f} {x:.2f} {y + size:.2f} cm\n{rects}\nf Q"
+    rects = matrix.rect_operators().decode("ascii")
+    return f"q 0 g {m:.4f} 0 0 {-m:.4f} {x:.2f} {y + size:.2f} cm\n{rects}f Q"
 
 
 def _fields(v: CertificateView) -> list[tuple[str, str]]:
@@ -276,7 +276,8 @@ def draw_certificate(c, v: CertificateView, address: PostalAddress | None = None
             c.addLiteral(_qr_operators(hc1, x, y, size))
 
 
-def _wrap(text: str, font: str, size: float, width: float) -> list[str]:
+@cache
+def _wrap(text: str, font: str, size: float, width: float) -> tuple[str, ...]:
     from reportlab.pdfbase.pdfmetrics import stringWidth
 
     lines, line = [], ""
@@ -289,7 +290,7 @@ def _wrap(text: str, font: str, size: float, width: float) -> list[str]:
             line = candidate
     if line:
         lines.append(line)
-    return lines
+    return tuple(lines)
 
 
 def _canvas(buffer: io.BytesIO, author: str):
@@ -516,22 +517,38 @@ def _font_subset(subset: tuple[int, ...]) -> _FontSubset:
 
 
 def _page_subset(ops: list[tuple]) -> tuple[int, ...]:
-    extra = {ord(ch) for op in ops if op[0] == "t" for ch in op[5]}.difference(_PRIMED_SUBSET)
+    chars = set("".join([op[5] for op in ops if op[0] == "t"])).difference(PRIMED_CHARS)
+    extra = {ord(ch) for ch in chars}.difference(_PRIMED_SUBSET)
     subset = _PRIMED_SUBSET + tuple(sorted(extra))
     if len(subset) > 256:
         raise RenderError("a page needs more than 255 distinct characters")
     return subset
 
 
+class _HexTable(dict):
+    """str.translate table: a character → the two hex digits of its code in a font
+    subset; characters outside the subset are code 0 (.notdef)."""
+
+    def __missing__(self, key: int) -> str:
+        return "00"
+
+
+@cache
+def _hex_table(subset: tuple[int, ...]) -> _HexTable:
+    table = _HexTable({c: f"{i:02x}" for i, c in enumerate(subset)})
+    table[0xA0] = table[0x20]  # no-break space is drawn as a space
+    return table
+
+
 def _content_text(ops: list[tuple], subset: tuple[int, ...]) -> str:
-    code = {c: i for i, c in enumerate(subset)}
+    table = _hex_table(subset)
     parts = []
     for op in ops:
         if op[0] == "t":
             _, font, size, x, y, text = op
-            codes = bytes(code.get(ord(ch), 0) for ch in text.replace("\xa0", " "))
+            codes = text.translate(table)
             style = FAUX_BOLD if font == FONT_BOLD else "0 Tr"
-            parts.append(f"BT /F1 {size:g} Tf {style} {x:.2f} {y:.2f} Td <{codes.hex()}> Tj ET")
+            parts.append(f"BT /F1 {size:g} Tf {style} {x:.2f} {y:.2f} Td <{codes}> Tj ET")
         else:
             _, x, y, size, hc1 = op
             parts.append(_qr_operators(hc1, x, y, size))
@@ -539,9 +556,12 @@ def _content_text(ops: list[tuple], subset: tuple[int, ...]) -> str:
 
 
 def _content(ops: list[tuple], subset: tuple[int, ...]) -> bytes:
-    import zlib
+    """The page's compressed content stream. zlib-ng writes the same zlib format in about
+    half the time of the standard library at its default level (0.31 ms instead of 0.56 ms
+    per page, 5 % larger); see docs/decisions."""
+    from zlib_ng import zlib_ng
 
-    return zlib.compress(_content_text(ops, subset).encode("latin-1"))
+    return zlib_ng.compress(_content_text(ops, subset).encode("latin-1"))
 
 
 def pdf_document(pages: list[list[tuple]], metadata: dict[str, str]) -> bytes:

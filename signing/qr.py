@@ -45,15 +45,38 @@ class QrMatrix:
     def version(self) -> int:
         return (self.size - 17) // 4
 
-    def runs(self) -> list[tuple[int, int, int]]:
-        """Horizontal runs of dark modules as (row, first column, length): one rectangle
-        per run keeps the vector drawing to a few hundred operators."""
+    def run_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Horizontal runs of dark modules as three arrays: row, first column, length."""
         padded = np.zeros((self.size, self.size + 2), dtype=np.int8)
         padded[:, 1:-1] = self.modules
         edges = np.diff(padded, axis=1)
         rows, starts = np.nonzero(edges == 1)
         _, ends = np.nonzero(edges == -1)  # row-major order pairs each start with its end
-        return list(zip(rows.tolist(), starts.tolist(), (ends - starts).tolist(), strict=True))
+        return rows, starts, ends - starts
+
+    def runs(self) -> list[tuple[int, int, int]]:
+        """Horizontal runs of dark modules as (row, first column, length): one rectangle
+        per run keeps the vector drawing to a few hundred operators."""
+        rows, starts, lengths = self.run_arrays()
+        return list(zip(rows.tolist(), starts.tolist(), lengths.tolist(), strict=True))
+
+    def rect_operators(self) -> bytes:
+        """The runs as PDF ``re`` operators in module units, ``"col row len 1 re\n"`` each,
+        written column-aligned by numpy (numbers padded with spaces, which PDF reads as
+        separators): a page's QR code is about a thousand operators, and formatting them
+        one by one in Python cost more than encoding the symbol."""
+        rows, starts, lengths = self.run_arrays()
+        digits = len(str(self.size + 1))
+        width = 3 * (digits + 1) + len(b"1 re\n")
+        buf = np.full((len(rows), width), ord(" "), dtype=np.uint8)
+        for k, values in enumerate((starts, rows, lengths)):
+            for j in range(digits):  # right-aligned: leading zeros become spaces
+                place = 10 ** (digits - 1 - j)
+                digit = (values // place) % 10 + ord("0")
+                blank = values < place if place > 1 else np.zeros(len(values), dtype=bool)
+                buf[:, k * (digits + 1) + j] = np.where(blank, ord(" "), digit)
+        buf[:, -5:] = np.frombuffer(b"1 re\n", dtype=np.uint8)
+        return buf.tobytes()
 
 
 def min_version_alphanumeric_q(chars: int) -> int:

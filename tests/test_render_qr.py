@@ -63,3 +63,19 @@ def test_rejects_non_alphanumeric_content() -> None:
 
     with pytest.raises(QrContentError, match="alphanumeric"):
         qr_matrix("HC1:abc")
+
+
+@pytest.mark.parametrize("size", [21, 77, 99, 100, 177])
+def test_rect_operators_are_the_runs(size: int) -> None:
+    """The numpy-formatted operators say exactly what the runs say, for 1- to 3-digit
+    module numbers (version 1 to 40)."""
+    from signing.qr import QrMatrix
+
+    rng = np.random.default_rng(size)
+    m = QrMatrix(modules=rng.random((size, size)) < 0.5)
+    text = m.rect_operators().decode("ascii")
+    lines = text.splitlines()
+    assert len(lines) == len(m.runs()) and text.endswith("\n")
+    parsed = [tuple(int(t) for t in line.split()[:3]) for line in lines]
+    assert parsed == [(col, row, n) for row, col, n in m.runs()]
+    assert all(line.split()[3:] == ["1", "re"] for line in lines)
