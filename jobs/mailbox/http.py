@@ -14,6 +14,7 @@ Wire format (served by ``jobs.mailbox.simulator``):
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 import time
@@ -81,7 +82,11 @@ class HttpMailbox:
             )
             for _ in range(-(-concurrency // per_pool))
         ]
-        self._next = 0
+        # Each request holds a slot of one pool, so httpcore never queues: its pool scans
+        # every waiting request against every connection whenever one frees up, which
+        # cost more CPU than the request itself (measured: docs/decisions).
+        self._per_pool = per_pool
+        self._slots: asyncio.Queue[int] | None = None
         self._breaker_args = (breaker_threshold, breaker_cooldown_s)
         self.breakers: dict[str, CircuitBreaker] = {}
 
@@ -110,15 +115,22 @@ class HttpMailbox:
         breaker = self.breaker(service)
         breaker.before_call()
         t0 = time.perf_counter()
+        if self._slots is None:  # created inside the running event loop
+            self._slots = asyncio.Queue()
+            for _ in range(self._per_pool):
+                for k in range(len(self._clients)):
+                    self._slots.put_nowait(k)
+        slot = await self._slots.get()
         try:
-            self._next = (self._next + 1) % len(self._clients)
-            resp = await self._clients[self._next].request(method, url, **kwargs)
+            resp = await self._clients[slot].request(method, url, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             breaker.failure()
             raise TransientError(f"{service}: {type(exc).__name__}", ambiguous=False) from exc
         except httpx.TransportError as exc:  # read timeouts, resets: it may have arrived
             breaker.failure()
             raise TransientError(f"{service}: {type(exc).__name__}") from exc
+        finally:
+            self._slots.put_nowait(slot)
         latency = (time.perf_counter() - t0) * 1000
         if resp.status_code >= 500 or resp.status_code == 429:
             breaker.failure()
