@@ -23,6 +23,7 @@ REQUIRED = (
     "pycose",
     "reportlab",
     "zxing-cpp",
+    "zint-bindings",
     "httpx",
     "structlog",
 )

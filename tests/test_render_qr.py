@@ -79,3 +79,19 @@ def test_rect_operators_are_the_runs(size: int) -> None:
     parsed = [tuple(int(t) for t in line.split()[:3]) for line in lines]
     assert parsed == [(col, row, n) for row, col, n in m.runs()]
     assert all(line.split()[3:] == ["1", "re"] for line in lines)
+
+
+def test_two_independent_encoders_give_the_same_symbol() -> None:
+    """libzint (used) and zxing-cpp (reference) pick the same version and mask by the ISO
+    18004 rules: identical module matrices for the EU vectors and synthetic certificates."""
+    from jobs.mailbox.drill import drill_payload, unsigned_hc1
+    from signing.qr import qr_matrix, qr_matrix_zxing
+
+    synthetic = [
+        unsigned_hc1(drill_payload(i, f"URN:UVCI:01:SE:EHM/T{i:010d}"), 1767225600, 1798761600)
+        for i in range(40)
+    ]
+    for hc1 in _hc1s(40) + synthetic:
+        a, b = qr_matrix(hc1), qr_matrix_zxing(hc1)
+        assert a.modules.shape == b.modules.shape
+        assert (a.modules == b.modules).all()
