@@ -17,8 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # IF [NOT] EXISTS: revision 0001 creates the tables from the current models, so a fresh
-    # database already has the new index and never had the old one.
+    # IF [NOT] EXISTS: databases created before revision 0001 was written out as explicit
+    # operations got their tables from the models, with the new index and without the old.
     op.execute("DROP INDEX IF EXISTS ix_orders_state_requested")
     op.execute(
         "CREATE INDEX IF NOT EXISTS ix_orders_pending ON orders (requested_at, order_id)"
