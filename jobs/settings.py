@@ -102,8 +102,10 @@ class Settings(BaseSettings):
         None, description="Drill: after this many stored messages, an outage begins..."
     )
     simulator_outage_requests: int = Field(0, ge=0, description="...of this many requests.")
-    simulator_outage_scope: Literal["all", "operators", "far"] = Field(
-        "all", description="Which endpoints an outage hits."
+    simulator_outage_scope: Literal["all", "operators", "far", "status"] = Field(
+        "all",
+        description="Which endpoints an outage hits ('status': only the operators' status "
+        "call, which the other scopes leave answering).",
     )
     simulator_retry_after_s: float = Field(1.0, ge=0, description="Retry-After of a 503.")
     simulator_db: Path | None = Field(None, description="Default <data_dir>/mailbox-sim.db.")

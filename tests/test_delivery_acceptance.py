@@ -64,6 +64,10 @@ def _check_invariants(batch_id: str, n: int, url: str, db: Path) -> dict[str, in
         if outcome.value == "DIGITAL":
             assert key in messages, uvci
             assert {d.receipt for d in delivered} == {messages[key]}
+        elif reason == "delivery_unconfirmed":
+            # a request may have reached the operator and its status call could not say:
+            # deferred, never printed; the retry with the same key is answered "duplicate"
+            assert outcome.value == "DEFERRED" and not delivered, uvci
         else:  # paper or deferred: the operator never got it (not delivered twice)
             assert key not in messages, uvci
             assert not delivered
@@ -73,7 +77,8 @@ def _check_invariants(batch_id: str, n: int, url: str, db: Path) -> dict[str, in
         per_cert.setdefault(d.uvci, []).append(d.attempt)
     assert all(a == list(range(1, len(a) + 1)) for a in per_cert.values())
     digital_keys = {idempotency_key(u) for u, o, _ in certs if o.value == "DIGITAL"}
-    assert set(messages) == digital_keys
+    unconfirmed = {idempotency_key(u) for u, _, r in certs if r == "delivery_unconfirmed"}
+    assert digital_keys <= set(messages) <= digital_keys | unconfirmed
     return outcomes
 
 
@@ -111,6 +116,54 @@ def test_outage_mid_batch_nothing_lost_nothing_twice(bevis_env: Path, request, l
         again = deliver_batch(batch_id, s)
         assert again["attempted"] == 0 and again["attempts"] == 0
         assert _check_invariants(batch_id, n, url, bevis_env / "mailbox-sim.db") == outcomes
+
+        # Retrying the deferred ones after the outage: an unconfirmed delivery that did
+        # reach the operator is answered "duplicate" — DIGITAL, still one message.
+        certs, _ = _ledger(batch_id, url)
+        unconfirmed = [u for u, _, r in certs if r == "delivery_unconfirmed"]
+        before = _messages(bevis_env / "mailbox-sim.db")
+        deliver_batch(batch_id, s, retry_deferred=True)
+        after = _messages(bevis_env / "mailbox-sim.db")
+        assert {k: after[k] for k in before} == before  # nothing sent twice
+        certs, _ = _ledger(batch_id, url)
+        outcome_of = {u: o.value for u, o, _ in certs}
+        assert all(outcome_of[u] == "DIGITAL" for u in unconfirmed)
+        _check_invariants(batch_id, n, url, bevis_env / "mailbox-sim.db")
+
+
+def test_lost_ack_without_status_is_deferred_then_confirmed_once(bevis_env: Path) -> None:
+    """Every first acknowledgement is lost (the operator stored the message) and the status
+    call is down: never paper, DEFERRED 'delivery_unconfirmed'. The retry of the deferred
+    ones, with the same keys, is answered "duplicate": DIGITAL, and still one message each."""
+    import httpx
+
+    from jobs.delivery import deliver_batch
+    from jobs.mailbox.drill import synthetic_batch
+    from jobs.mailbox.simulator import running_simulator
+    from jobs.settings import get_settings
+
+    overrides = {**FAST, "mailbox_max_attempts": 1}
+    s0 = get_settings(simulator_ack_loss_rate=1.0, simulator_secure_share=1.0, **overrides)
+    n = 8
+    batch_id = synthetic_batch("acc6", n, s0)
+    db = bevis_env / "mailbox-sim.db"
+    with running_simulator(s0) as sim_url:
+        s = get_settings(mailbox_url=sim_url, **overrides)
+        httpx.post(f"{sim_url}/_admin/outage", json={"requests": 10_000, "scope": "status"})
+        first = deliver_batch(batch_id, s)
+        assert first["DEFERRED"] == n and first["PAPER"] == 0
+        assert first["reasons"] == {"delivery_unconfirmed": n}
+        stored = _messages(db)
+        assert len(stored) == n  # the operator has every message, we could not know it
+        _check_invariants(batch_id, n, s.resolved_ledger_url(), db)
+
+        httpx.post(f"{sim_url}/_admin/outage", json={"requests": 0, "scope": "status"})
+        again = deliver_batch(batch_id, s, retry_deferred=True)
+        assert again["DIGITAL"] == n
+        assert _messages(db) == stored  # the same transactions: nothing delivered twice
+        _, deliveries = _ledger(batch_id, s.resolved_ledger_url())
+        assert sum(d.reason == "duplicate_key" for d in deliveries) == n
+        _check_invariants(batch_id, n, s.resolved_ledger_url(), db)
 
 
 def test_long_outage_defers_then_rerun_delivers_once(bevis_env: Path) -> None:

@@ -188,7 +188,7 @@ class FaultState:
         self.retry_after = s.simulator_retry_after_s
         self.latency = s.simulator_latency_ms / 1000
         self.rng = random.Random(0)
-        self.scope = s.simulator_outage_scope  # which endpoints: all | operators | far
+        self.scope = s.simulator_outage_scope  # which endpoints: all | operators | far | status
         self.lock = threading.Lock()
 
     def outage_now(self, stored: int, endpoint: str) -> bool:
@@ -299,6 +299,8 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
 
     @app.get("/operators/{operator}/messages/{key}")
     async def message_status(operator: str, key: str):
+        if faults.scope == "status" and faults.outage_now(0, "status"):
+            return _unavailable()
         found = store.find(key)
         if found is None or found[1] != operator:
             return JSONResponse({"error": "unknown message"}, 404)
@@ -311,7 +313,7 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
     @app.post("/_admin/outage")
     async def admin_outage(request: Request):
         """Start an outage now: {"requests": n} or {"seconds": s}; "scope": "all" (default),
-        "operators" (FaR keeps answering) or "far"."""
+        "operators" (FaR keeps answering), "far", or "status" (only the status call)."""
         data = await request.json()
         with faults.lock:
             faults.scope = data.get("scope", "all")
