@@ -580,7 +580,21 @@ def _verify_pool(workers: int, trust_pem: bytes):
             initargs=(trust_pem,),
         )
         _VERIFY_POOL[key] = pool
+        if len(_POOL_EXIT) == 0:  # shut the pool down before the interpreter tears down
+            import atexit
+
+            atexit.register(_shutdown_verify_pools)
+            _POOL_EXIT.append(True)
     return pool
+
+
+_POOL_EXIT: list[bool] = []
+
+
+def _shutdown_verify_pools() -> None:
+    for pool in _VERIFY_POOL.values():
+        pool.shutdown(wait=True, cancel_futures=True)
+    _VERIFY_POOL.clear()
 
 
 def verify_many(
