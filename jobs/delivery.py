@@ -83,6 +83,9 @@ class Item:
     recipient: str | None
     address: tuple[str, str, str] | None  # street, postcode, city
     attempts: int  # attempts already in the ledger
+    # an earlier request with this certificate's key may have reached the operator (a
+    # failed attempt of an earlier run or try): no paper until the operator says it has none
+    maybe_delivered: bool = False
 
 
 @dataclass
@@ -169,7 +172,11 @@ class Courier:
 
     # -- outcomes -------------------------------------------------------------------------
     def fallback(self, item: Item, reason: str) -> None:
-        """Paper or deferral, by policy; deferral when there is no postal address."""
+        """Paper or deferral, by policy; deferral when there is no postal address. A
+        certificate that may already be at the operator is deferred, never printed."""
+        if item.maybe_delivered:
+            self.defer(item, "delivery_unconfirmed")
+            return
         if self.s.paper_policy == "paper" and item.address and all(item.address):
             self.writer.attempt(item, "paper", "QUEUED_PAPER", reason=reason)
             self.writer.final(item, "PAPER", reason)
@@ -252,7 +259,6 @@ class Courier:
     async def send(self, item: Item, reach, sem: asyncio.Semaphore) -> None:
         from jobs.mailbox import (
             CircuitOpenError,
-            MailboxError,
             MessageInvalid,
             PermanentError,
             SecureMessage,
@@ -273,9 +279,9 @@ class Courier:
             )
         except (MessageInvalid, OSError) as exc:
             self.writer.attempt(item, "digital", "FAILED", reason=f"message_invalid: {exc}")
-            self.fallback(item, "message_invalid")
+            await self.settle(item, reach, key, "message_invalid", ask=item.maybe_delivered)
             return
-        reached_operator = False
+        reached_operator = item.maybe_delivered
         reason = "retry_budget_spent"
         budget = self.s.mailbox_max_attempts
         deadline = time.monotonic() + budget * max(
@@ -312,7 +318,10 @@ class Courier:
                         item, "digital", "FAILED", operator=op, key=key,
                         http_status=exc.http_status, reason=str(exc),
                     )  # fmt: skip
-                    self.fallback(item, f"rejected_http_{exc.http_status}")
+                    await self.settle(
+                        item, reach, key, f"rejected_http_{exc.http_status}",
+                        ask=reached_operator,
+                    )  # fmt: skip
                     return
                 else:
                     self.writer.attempt(
@@ -329,21 +338,30 @@ class Courier:
                     await asyncio.sleep(wait)
             # The budget is spent. If a request may have reached the operator, ask it first:
             # paper after a lost acknowledgement would be a second copy.
-            if reached_operator:
-                try:
-                    receipt = await self.confirm(reach.service_address, key)
-                except MailboxError:
-                    self.defer(item, "delivery_unconfirmed")
-                    return
-                if receipt is not None:
-                    self.writer.attempt(
-                        item, "digital", "DELIVERED", operator=op, key=key,
-                        receipt=receipt.transaction_id, http_status=receipt.http_status,
-                        reason="confirmed_by_status",
-                    )  # fmt: skip
-                    self.writer.final(item, "DIGITAL", "delivered_confirmed")
-                    return
-            self.fallback(item, reason)
+            await self.settle(item, reach, key, reason, ask=reached_operator)
+
+    async def settle(self, item: Item, reach, key: str, reason: str, ask: bool) -> None:
+        """The fallback of a certificate that was not delivered now; when a request with its
+        key may have reached the operator (``ask``), only after the operator's status call
+        says it has no such message (it has: DIGITAL; it cannot say: DEFERRED)."""
+        from jobs.mailbox import MailboxError
+
+        if ask:
+            try:
+                receipt = await self.confirm(reach.service_address, key)
+            except MailboxError:
+                self.defer(item, "delivery_unconfirmed")
+                return
+            if receipt is not None:
+                self.writer.attempt(
+                    item, "digital", "DELIVERED", operator=reach.operator, key=key,
+                    receipt=receipt.transaction_id, http_status=receipt.http_status,
+                    reason="confirmed_by_status",
+                )  # fmt: skip
+                self.writer.final(item, "DIGITAL", "delivered_confirmed")
+                return
+            item.maybe_delivered = False  # the operator has none: the fallback may print
+        self.fallback(item, reason)
 
     async def confirm(self, service_address: str, key: str):
         """The operator's receipt for ``key`` or None; retried like a delivery. Raises
@@ -375,7 +393,7 @@ def _pending_items(
     from sqlalchemy import func, or_, select
 
     from jobs.db import engine
-    from jobs.ledger import Certificate, Delivery, Outcome
+    from jobs.ledger import Certificate, Delivery, DeliveryStatus, Outcome
     from jobs.render import run_of
     from jobs.storage import RunPaths
 
@@ -399,6 +417,18 @@ def _pending_items(
                 .group_by(Delivery.uvci)
             ).all()
         )
+        sent_before = set(
+            conn.scalars(
+                select(Delivery.uvci)
+                .where(
+                    Delivery.batch_id == batch_id,
+                    Delivery.channel == "digital",
+                    Delivery.status == DeliveryStatus.FAILED,
+                    Delivery.idempotency_key.is_not(None),
+                )
+                .distinct()
+            )
+        )
     if not certs:
         return [], total
     path = RunPaths.of(run_of(batch_id), settings).batch_payloads(batch_id)
@@ -411,7 +441,12 @@ def _pending_items(
     items = []
     for uvci, order_id in certs:
         recipient, address = by_uvci.get(uvci, (None, None))
-        items.append(Item(uvci, order_id, recipient, address, attempts.get(uvci, 0) or 0))
+        items.append(
+            Item(
+                uvci, order_id, recipient, address, attempts.get(uvci, 0) or 0,
+                maybe_delivered=uvci in sent_before,
+            )
+        )  # fmt: skip
     return items, total
 
 

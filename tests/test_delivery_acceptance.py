@@ -133,8 +133,9 @@ def test_outage_mid_batch_nothing_lost_nothing_twice(bevis_env: Path, request, l
 
 def test_lost_ack_without_status_is_deferred_then_confirmed_once(bevis_env: Path) -> None:
     """Every first acknowledgement is lost (the operator stored the message) and the status
-    call is down: never paper, DEFERRED 'delivery_unconfirmed'. The retry of the deferred
-    ones, with the same keys, is answered "duplicate": DIGITAL, and still one message each."""
+    call is down: never paper, DEFERRED 'delivery_unconfirmed'. Not printed either when a
+    later look-up says the mailbox is gone. The retry of the deferred ones, with the same
+    keys, is answered "duplicate": DIGITAL, and still one message each."""
     import httpx
 
     from jobs.delivery import deliver_batch
@@ -157,7 +158,18 @@ def test_lost_ack_without_status_is_deferred_then_confirmed_once(bevis_env: Path
         assert len(stored) == n  # the operator has every message, we could not know it
         _check_invariants(batch_id, n, s.resolved_ledger_url(), db)
 
-        httpx.post(f"{sim_url}/_admin/outage", json={"requests": 0, "scope": "status"})
+    # A retry while the look-up says the recipients have no mailbox (closed since): the
+    # operator may still hold the messages and cannot be asked without a service address
+    # — deferred again, not printed.
+    with running_simulator(get_settings(simulator_secure_share=0.0, **overrides)) as sim_url:
+        s = get_settings(mailbox_url=sim_url, **overrides)
+        guarded = deliver_batch(batch_id, s, retry_deferred=True)
+        assert guarded["PAPER"] == 0 and guarded["DEFERRED"] == n
+        assert guarded["reasons"] == {"delivery_unconfirmed": n}
+        assert _messages(db) == stored
+
+    with running_simulator(s0) as sim_url:
+        s = get_settings(mailbox_url=sim_url, **overrides)
         again = deliver_batch(batch_id, s, retry_deferred=True)
         assert again["DIGITAL"] == n
         assert _messages(db) == stored  # the same transactions: nothing delivered twice

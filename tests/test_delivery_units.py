@@ -143,3 +143,20 @@ def test_http_client_classifies_failures(bevis_env: Path) -> None:
                 await dead.aclose()
 
         asyncio.run(scenario())
+
+
+def test_breaker_gives_back_an_abandoned_trial() -> None:
+    """A half-open trial that ends without a verdict (cancelled) must not keep the breaker
+    refusing every later call."""
+    from jobs.mailbox import CircuitOpenError
+    from jobs.mailbox.breaker import CircuitBreaker
+
+    clock = FakeClock()
+    b = CircuitBreaker("op", threshold=1, cooldown=1.0, clock=clock)
+    b.failure()
+    clock.t += 1.5
+    b.before_call()  # the trial goes out
+    with pytest.raises(CircuitOpenError):
+        b.before_call()  # one trial at a time
+    b.abandon()
+    b.before_call()  # the next call may try

@@ -45,6 +45,11 @@ class CircuitBreaker:
             raise CircuitOpenError(self.name, min(1.0, self.cooldown) or 0.05)
         self._trial_out = True
 
+    def abandon(self) -> None:
+        """A call ended without a verdict on the service (cancelled, or an error of ours):
+        a half-open trial is given back, so the next call may try."""
+        self._trial_out = False
+
     def success(self) -> None:
         self._failures = 0
         self._opened_at = None

@@ -25,6 +25,7 @@ import httpx
 
 from jobs.mailbox.adapter import (
     MAX_RECIPIENTS_PER_LOOKUP,
+    CircuitOpenError,
     PermanentError,
     Reachability,
     Reachable,
@@ -113,8 +114,6 @@ class HttpMailbox:
         """One request through the service's breaker; 5xx/429/network → TransientError,
         other 4xx → PermanentError (404 is returned to the caller)."""
         breaker = self.breaker(service)
-        breaker.before_call()
-        t0 = time.perf_counter()
         if self._slots is None:  # created inside the running event loop
             self._slots = asyncio.Queue()
             for _ in range(self._per_pool):
@@ -122,6 +121,9 @@ class HttpMailbox:
                     self._slots.put_nowait(k)
         slot = await self._slots.get()
         try:
+            # after the slot: a half-open trial is only taken by a call that goes out now
+            breaker.before_call()
+            t0 = time.perf_counter()
             resp = await self._clients[slot].request(method, url, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             breaker.failure()
@@ -129,6 +131,11 @@ class HttpMailbox:
         except httpx.TransportError as exc:  # read timeouts, resets: it may have arrived
             breaker.failure()
             raise TransientError(f"{service}: {type(exc).__name__}") from exc
+        except CircuitOpenError:
+            raise
+        except BaseException:  # anything else (cancelled, undecodable): not the trial's verdict
+            breaker.abandon()
+            raise
         finally:
             self._slots.put_nowait(slot)
         latency = (time.perf_counter() - t0) * 1000
