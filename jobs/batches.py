@@ -16,6 +16,7 @@ INSERT ... ON CONFLICT DO NOTHING under the database's one-certificate-per-order
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import fcntl
@@ -580,18 +581,13 @@ def _verify_pool(workers: int, trust_pem: bytes):
             initargs=(trust_pem,),
         )
         _VERIFY_POOL[key] = pool
-        if len(_POOL_EXIT) == 0:  # shut the pool down before the interpreter tears down
-            import atexit
-
-            atexit.register(_shutdown_verify_pools)
-            _POOL_EXIT.append(True)
     return pool
 
 
-_POOL_EXIT: list[bool] = []
-
-
+@atexit.register
 def _shutdown_verify_pools() -> None:
+    """Drop the pool while the interpreter is still whole (its manager thread's callback
+    otherwise runs during teardown and prints 'Exception ignored')."""
     for pool in _VERIFY_POOL.values():
         pool.shutdown(wait=True, cancel_futures=True)
     _VERIFY_POOL.clear()

@@ -15,6 +15,8 @@ reportlab's canvas (:func:`draw_certificate`, the reference) both draw from it.
 from __future__ import annotations
 
 import io
+import re
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -117,16 +119,12 @@ class _CachedFlate:
     pdfname = "FlateDecode"
 
     def encode(self, text: str | bytes) -> bytes:
-        import zlib
-
         if isinstance(text, str):
             text = text.encode("utf-8")
         hit = _FONT_STREAMS.get(text)
         return hit if hit is not None else zlib.compress(text)
 
     def decode(self, encoded: bytes) -> bytes:
-        import zlib
-
         return zlib.decompress(encoded)
 
 
@@ -134,7 +132,6 @@ class _CachedFlate:
 def register_fonts() -> None:
     """Register the embedded TTFs once per process (parsing DejaVu takes ~50 ms), with a
     cache of their subsets, and switch off ASCII85 (binary streams are 20 % smaller)."""
-    import zlib
     from functools import lru_cache
 
     from reportlab import rl_config
@@ -351,15 +348,14 @@ def print_pdf(
     return {"pages": len(prepared), "reused": reused, "drawn": len(prepared) - reused}
 
 
-_CLOSE_SHIFT = b"\nQ"
+_CLOSE_SHIFT = zlib.compress(b"\nQ")  # the end of the shift, the same on every page
+_CONTENTS_REF = re.compile(rb"/Contents (\d+) 0 R")
 
 
 def certificate_stream(cert_pdf: bytes) -> bytes | None:
     """The compressed content stream of a one-page certificate PDF written by
     :func:`pdf_document` (None for any other structure)."""
-    import re
-
-    ref = re.search(rb"/Contents (\d+) 0 R", cert_pdf)
+    ref = _CONTENTS_REF.search(cert_pdf)
     if ref is None:
         return None
     head = re.compile(rb"\n%s 0 obj\n<< /Filter /FlateDecode /Length (\d+) >>\nstream\n" % ref[1])
@@ -377,15 +373,13 @@ def _reused_streams(
     """The content of a print page from the certificate's rendered page: the address, a
     shift down by PRINT_SHIFT, the page's own stream, the end of the shift. None when the
     certificate's page uses another font subset than the print page needs."""
-    import zlib
-
     if b"/BaseFont /" + _font_subset(subset).basefont.encode() + b" " not in cert_pdf:
         return None
     stream = certificate_stream(cert_pdf)
     if stream is None:
         return None
     head = _content_text(address_ops(address), subset) + f"\nq 1 0 0 1 0 {-PRINT_SHIFT:.4f} cm\n"
-    return [zlib.compress(head.encode("latin-1")), stream, zlib.compress(_CLOSE_SHIFT)]
+    return [zlib.compress(head.encode("latin-1")), stream, _CLOSE_SHIFT]
 
 
 # --- the fast writer ---------------------------------------------------------------------
@@ -498,7 +492,6 @@ def _font_subset(subset: tuple[int, ...]) -> _FontSubset:
     """The embedded subset of DejaVu Sans for these code points (code i = subset[i]);
     built once per process and subset."""
     import hashlib
-    import zlib
 
     from reportlab.pdfbase import pdfmetrics
     from reportlab.pdfbase.ttfonts import makeToUnicodeCMap

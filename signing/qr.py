@@ -109,15 +109,6 @@ def qr_matrix(hc1: str) -> QrMatrix:
     return QrMatrix(modules=modules.astype(bool))
 
 
-def qr_matrix_zxing(hc1: str) -> QrMatrix:
-    """The same matrix from zxing-cpp's encoder: the independent reference in the tests."""
-    import zxingcpp
-
-    barcode = zxingcpp.create_barcode(hc1, zxingcpp.BarcodeFormat.QRCode, ec_level="Q")
-    image = np.asarray(barcode.to_image(scale=1, add_quiet_zones=False))
-    return QrMatrix(modules=image < 128)
-
-
 def decode_qr(image) -> list[str]:
     """Decode every QR code in a PIL image with an independent decoder (ZBar), for tests and
     checks of rendered pages."""

@@ -299,9 +299,10 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
 
     @app.get("/operators/{operator}/messages/{key}")
     async def message_status(operator: str, key: str):
-        stored = store.count() if faults.outage_after is not None else 0
-        if faults.scope == "status" and faults.outage_now(stored, "status"):
-            return _unavailable()
+        if faults.scope == "status":
+            stored = store.count() if faults.outage_after is not None else 0
+            if faults.outage_now(stored, "status"):
+                return _unavailable()
         found = store.find(key)
         if found is None or found[1] != operator:
             return JSONResponse({"error": "unknown message"}, 404)
