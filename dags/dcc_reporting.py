@@ -30,13 +30,13 @@ from dags._common import DEFAULT_ARGS, ISSUANCE_LEDGER
 def dcc_reporting():
     @task
     def refresh() -> None:
-        from jobs.reporting import refresh as do_refresh
+        from jobs.reporting.publish import refresh as do_refresh
 
         do_refresh()
 
     @task
     def report() -> str:
-        from jobs.reporting import build_report
+        from jobs.reporting.publish import build_report
         from jobs.settings import get_settings
 
         out = get_settings().resolved_data_dir() / "reports" / "latest"

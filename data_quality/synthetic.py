@@ -1,7 +1,7 @@
 """A fast synthetic extract (extract.parquet rows) with known defects, for the data-quality
 tests and ``bevis bench validate``.
 
-Independent of the register generator (jobs/seed.py): it builds extract rows directly,
+Independent of the register generator (jobs/devtools/seed.py): it builds extract rows directly,
 vectorised, so a million rows take seconds, and it says which rows carry which defect.
 """
 

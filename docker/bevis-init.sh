@@ -27,7 +27,7 @@ fi
 python - <<'PY'
 from airflow.models.pool import Pool
 
-from jobs.airflow_local import POOLS
+from jobs.devtools.airflow_local import POOLS
 
 for name, (slots, description) in POOLS.items():
     if Pool.get_pool(name) is None:

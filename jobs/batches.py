@@ -34,9 +34,9 @@ from typing import Any
 from sqlalchemy import select, update
 
 from jobs import faults
-from jobs.ledger import Batch, BatchState, Certificate
+from jobs.ledger.models import Batch, BatchState, Certificate
+from jobs.ledger.runs import ensure_run, ledger, record_step_time, update_counts
 from jobs.log import get_logger, mask_identity_numbers
-from jobs.runs import ensure_run, ledger, record_step_time, update_counts
 from jobs.settings import Settings, get_settings
 from jobs.storage import RunPaths, write_parquet_atomic
 
@@ -198,12 +198,12 @@ def missing_steps(state: BatchState | str, failed_step: str | None) -> list[str]
 
 
 def available_steps() -> list[str]:
-    """The steps installed in this deployment (render and deliver come from jobs.render and
-    jobs.delivery; sign is always here)."""
+    """The steps installed in this deployment (render and deliver come from jobs.steps.render and
+    jobs.steps.deliver; sign is always here)."""
     import importlib.util
 
     out = ["sign"]
-    for step, mod in (("render", "jobs.render"), ("deliver", "jobs.delivery")):
+    for step, mod in (("render", "jobs.steps.render"), ("deliver", "jobs.steps.deliver")):
         if importlib.util.find_spec(mod) is None:
             break
         out.append(step)
@@ -216,8 +216,8 @@ def _step_function(step: str) -> Callable[..., dict]:
     import importlib
 
     module, name = {
-        "render": ("jobs.render", "render_batch"),
-        "deliver": ("jobs.delivery", "deliver_batch"),
+        "render": ("jobs.steps.render", "render_batch"),
+        "deliver": ("jobs.steps.deliver", "deliver_batch"),
     }[step]
     try:
         return getattr(importlib.import_module(module), name)
@@ -249,7 +249,7 @@ def holder_alive(host: str | None, pid: int | None, since: datetime | None) -> b
 
 
 def _lock_batch(conn, batch_id: str):
-    """Write-lock the batch row (no-op UPDATE; see jobs.runs._lock_run) and return it."""
+    """Write-lock the batch row (no-op UPDATE; see jobs.ledger.runs._lock_run) and return it."""
     res = conn.execute(update(Batch).where(Batch.id == batch_id).values(state=Batch.state))
     if res.rowcount == 0:
         raise UnknownBatch(f"batch {batch_id} is not in the ledger")
@@ -410,7 +410,7 @@ def rerun(
     takeover: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the missing steps of each batch directly (the CLI's ``batches rerun``), with the
-    signed_batch suite after sign as in the DAG (when jobs.validate is installed), up to and
+    signed_batch suite after sign as in the DAG (when jobs.steps.validate is installed), up to and
     including ``through`` (default: every installed step). Goes on with the next batch when
     one fails; each result says what happened."""
     s = settings or get_settings()
@@ -471,7 +471,7 @@ def close_finished_runs(run_ids: Iterable[str], settings: Settings | None = None
     fulfilled, run state from the ledger, reporting refreshed). Returns the closed runs."""
     import importlib.util
 
-    from jobs.ledger import Run, RunState
+    from jobs.ledger.models import Run, RunState
 
     s = settings or get_settings()
     if importlib.util.find_spec("jobs.flow") is None:
@@ -494,9 +494,9 @@ def _validate_signed(batch_id: str, settings: Settings) -> None:
     """The signed_batch data-quality suite, as the DAG runs it after sign."""
     import importlib.util
 
-    if importlib.util.find_spec("jobs.validate") is None:
+    if importlib.util.find_spec("jobs.steps.validate") is None:
         return
-    from jobs.validate import validate
+    from jobs.steps.validate import validate
 
     run_id, _ = parse_batch_id(batch_id)
     try:
@@ -672,7 +672,7 @@ def _quarantine(run_id: str, entries: list[dict[str, Any]], settings: Settings) 
     """Add entries to the run's sign-step quarantine (the file holds every batch's)."""
     if not entries:
         return
-    from jobs import quarantine
+    from jobs.ledger import quarantine
 
     with _run_lock(run_id, "quarantine-sign", settings):
         import pyarrow.parquet as pq
@@ -976,7 +976,7 @@ def bench(n: int, settings: Settings | None = None) -> dict[str, Any]:
     in the key folder when there are none (file provider)."""
     import secrets
 
-    from jobs.runs import finish_run, new_run_id, start_run
+    from jobs.ledger.runs import finish_run, new_run_id, start_run
 
     s = settings or get_settings()
     if s.key_provider == "file" and not (s.resolved_key_dir() / "dsc.pem").exists():

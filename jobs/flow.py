@@ -39,7 +39,7 @@ def airflow_run_id(dag_run_id: str) -> str:
 def _timed(run_id: str, step: str, settings: Settings | None = None) -> Iterator[None]:
     """Record the step's duration on the run — only when it succeeds, so that the recorded
     steps also tell how far a run got."""
-    from jobs.runs import record_step_time
+    from jobs.ledger.runs import record_step_time
 
     t0 = time.perf_counter()
     yield
@@ -53,7 +53,7 @@ def begin(
 ) -> str:
     """Migrate the databases and open the run in the ledger (idempotent)."""
     from jobs.db import migrate_all
-    from jobs.runs import new_run_id, start_run
+    from jobs.ledger.runs import new_run_id, start_run
 
     s = settings or get_settings()
     migrate_all(s)
@@ -64,7 +64,7 @@ def begin(
 
 
 def extract(run_id: str, limit: int | None = None, settings: Settings | None = None) -> dict:
-    from jobs.extract import extract as do_extract
+    from jobs.steps.extract import extract as do_extract
 
     with _timed(run_id, "extract", settings):
         result = do_extract(run_id, settings=settings, limit=limit)
@@ -74,7 +74,7 @@ def extract(run_id: str, limit: int | None = None, settings: Settings | None = N
 def validate(
     run_id: str, suite: str, batch_id: str | None = None, settings: Settings | None = None
 ) -> dict:
-    from jobs.validate import validate as do_validate
+    from jobs.steps.validate import validate as do_validate
 
     with _timed(run_id, f"validate_{suite}", settings):
         result = do_validate(run_id, suite, settings=settings, batch_id=batch_id)
@@ -82,7 +82,7 @@ def validate(
 
 
 def map_payloads(run_id: str, settings: Settings | None = None) -> dict:
-    from jobs.mapping import map_run
+    from jobs.steps.mapping import map_run
 
     with _timed(run_id, "map", settings):
         result = map_run(run_id, settings=settings)
@@ -110,9 +110,9 @@ def batch_step(batch_id: str, step: str, settings: Settings | None = None) -> st
 def finish(run_id: str, dry_run: bool = False, settings: Settings | None = None) -> dict:
     """Close the run: mark orders fulfilled (or release them on a dry run), decide the run's
     state from the ledger, refresh the reporting tables, and return the summary."""
-    from jobs import orders
-    from jobs.ledger import BatchState, RunState
-    from jobs.runs import finish_run
+    from jobs.ledger.models import BatchState, RunState
+    from jobs.ledger.runs import finish_run
+    from jobs.sources import orders
 
     s = settings or get_settings()
     summary = run_summary(run_id, s)
@@ -132,7 +132,7 @@ def finish(run_id: str, dry_run: bool = False, settings: Settings | None = None)
     else:
         finish_run(run_id, RunState.SUCCEEDED, settings=s)
     try:
-        from jobs.reporting import refresh
+        from jobs.reporting.publish import refresh
 
         refresh(settings=s)
     except ModuleNotFoundError:  # reporting not installed in this deployment
@@ -144,9 +144,9 @@ def finish(run_id: str, dry_run: bool = False, settings: Settings | None = None)
 
 def record_failure(run_id: str, error: str, settings: Settings | None = None) -> None:
     """A task failed for good: write it on the run in the ledger (no personal data)."""
-    from jobs.ledger import RunState
+    from jobs.ledger.models import RunState
+    from jobs.ledger.runs import finish_run
     from jobs.log import mask_identity_numbers
-    from jobs.runs import finish_run
 
     finish_run(
         run_id, RunState.FAILED, error=mask_identity_numbers(error)[:2000], settings=settings
@@ -160,7 +160,7 @@ def run_summary(run_id: str, settings: Settings | None = None) -> dict[str, Any]
     from sqlalchemy import func, select
 
     from jobs.db import engine
-    from jobs.ledger import Batch, Certificate, QuarantineEntry, Run
+    from jobs.ledger.models import Batch, Certificate, QuarantineEntry, Run
     from jobs.storage import RunPaths
 
     s = settings or get_settings()

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pytest
 from typer.testing import CliRunner
 
-from jobs.airflow_api import AirflowApiError, AirflowClient, batches_of_ti
+from jobs.cli.airflow_api import AirflowApiError, AirflowClient, batches_of_ti
 
 RUN = "20261122T141500-a1b2"
 DAG = "dcc_issuance"
@@ -118,7 +118,7 @@ def airflow_url(monkeypatch) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeAirflow)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    monkeypatch.setattr("jobs.airflow_api.PAGE", 4)  # exercise paging
+    monkeypatch.setattr("jobs.cli.airflow_api.PAGE", 4)  # exercise paging
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:

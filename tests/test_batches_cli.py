@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from jobs import batches
 from jobs.cli import app
-from jobs.runs import finish_run
+from jobs.ledger.runs import finish_run
 from tests.test_batches_support import (  # noqa: F401  (fixtures)
     batch_env_fixture,
     dev_keys_fixture,
@@ -72,8 +72,8 @@ def test_runs_and_batches_commands(batch_env) -> None:
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("jobs.render") is None
-    or importlib.util.find_spec("jobs.delivery") is None,
+    importlib.util.find_spec("jobs.steps.render") is None
+    or importlib.util.find_spec("jobs.steps.deliver") is None,
     reason="render/deliver steps not installed",
 )
 def test_full_state_machine_with_render_and_deliver(batch_env, monkeypatch, request) -> None:

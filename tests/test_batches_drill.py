@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from jobs import batches, faults
 from jobs.cli import app
-from jobs.ledger import Batch, BatchState
-from jobs.runs import ledger
+from jobs.ledger.models import Batch, BatchState
+from jobs.ledger.runs import ledger
 from tests.test_batches_support import (  # noqa: F401  (fixtures)
     assert_run_consistent,
     batch_env_fixture,

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from jobs import batches
-from jobs.ledger import Batch, BatchState, Certificate, Run, RunState
-from jobs.runs import finish_run, ledger, new_run_id, record_step_time, start_run
+from jobs.ledger.models import Batch, BatchState, Certificate, Run, RunState
+from jobs.ledger.runs import finish_run, ledger, new_run_id, record_step_time, start_run
 from jobs.settings import get_settings
 from jobs.storage import RunPaths
 from tests.test_batches_support import (  # noqa: F401  (fixtures)
@@ -160,7 +160,7 @@ def test_half_done_batch_finishes_without_second_certificate(batch_env, ledger_u
 
 def test_order_with_a_certificate_elsewhere_is_quarantined(batch_env, ledger_url: str) -> None:
     """The same order in a later run (a re-claimed order) never gets a second certificate."""
-    from jobs.quarantine import read
+    from jobs.ledger.quarantine import read
 
     rid1 = make_run(100, prefix="DUP")
     [b1] = batches.plan(rid1)

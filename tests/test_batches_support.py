@@ -45,7 +45,7 @@ def batch_env_fixture(bevis_env: Path, dev_keys: Path, monkeypatch: pytest.Monke
 def make_run(n: int, prefix: str = "T", seed: int = 0) -> str:
     """A run with ``n`` synthetic payloads in its folder (the map step's output)."""
     from jobs.batches import synthetic_payloads
-    from jobs.runs import new_run_id, start_run
+    from jobs.ledger.runs import new_run_id, start_run
     from jobs.storage import RunPaths, write_parquet_atomic
 
     run_id = start_run(new_run_id())
@@ -58,8 +58,8 @@ def make_run(n: int, prefix: str = "T", seed: int = 0) -> str:
 def ledger_certificates(run_id: str | None = None) -> list:
     from sqlalchemy import select
 
-    from jobs.ledger import Certificate
-    from jobs.runs import ledger
+    from jobs.ledger.models import Certificate
+    from jobs.ledger.runs import ledger
 
     q = select(Certificate)
     if run_id:

@@ -25,7 +25,7 @@ def _ledger(batch_id: str, url: str):
     from sqlalchemy import select
 
     from jobs.db import engine
-    from jobs.ledger import Certificate, Delivery
+    from jobs.ledger.models import Certificate, Delivery
 
     with engine(url).connect() as conn:
         certs = conn.execute(
@@ -49,7 +49,7 @@ def _messages(db: Path) -> dict[str, str]:
 
 
 def _check_invariants(batch_id: str, n: int, url: str, db: Path) -> dict[str, int]:
-    from jobs.delivery import idempotency_key
+    from jobs.steps.deliver import idempotency_key
 
     certs, deliveries = _ledger(batch_id, url)
     messages = _messages(db)
@@ -84,10 +84,10 @@ def _check_invariants(batch_id: str, n: int, url: str, db: Path) -> dict[str, in
 
 @pytest.mark.parametrize("ledger", ["sqlite", "postgres"])
 def test_outage_mid_batch_nothing_lost_nothing_twice(bevis_env: Path, request, ledger: str) -> None:
-    from jobs.delivery import deliver_batch
-    from jobs.mailbox.drill import synthetic_batch
+    from jobs.devtools.drill import synthetic_batch
     from jobs.mailbox.simulator import running_simulator
     from jobs.settings import get_settings
+    from jobs.steps.deliver import deliver_batch
 
     overrides = dict(FAST)
     if ledger == "postgres":
@@ -138,10 +138,10 @@ def test_lost_ack_without_status_is_deferred_then_confirmed_once(bevis_env: Path
     keys, is answered "duplicate": DIGITAL, and still one message each."""
     import httpx
 
-    from jobs.delivery import deliver_batch
-    from jobs.mailbox.drill import synthetic_batch
+    from jobs.devtools.drill import synthetic_batch
     from jobs.mailbox.simulator import running_simulator
     from jobs.settings import get_settings
+    from jobs.steps.deliver import deliver_batch
 
     overrides = {**FAST, "mailbox_max_attempts": 1}
     s0 = get_settings(simulator_ack_loss_rate=1.0, simulator_secure_share=1.0, **overrides)
@@ -181,10 +181,10 @@ def test_lost_ack_without_status_is_deferred_then_confirmed_once(bevis_env: Path
 def test_long_outage_defers_then_rerun_delivers_once(bevis_env: Path) -> None:
     import httpx
 
-    from jobs.delivery import deliver_batch
-    from jobs.mailbox.drill import synthetic_batch
+    from jobs.devtools.drill import synthetic_batch
     from jobs.mailbox.simulator import running_simulator
     from jobs.settings import get_settings
+    from jobs.steps.deliver import deliver_batch
 
     s0 = get_settings(paper_policy="defer", **FAST)
     n = 40
@@ -207,10 +207,10 @@ def test_long_outage_defers_then_rerun_delivers_once(bevis_env: Path) -> None:
 def test_service_window_defers_without_sending(bevis_env: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from jobs.delivery import deliver_batch
-    from jobs.mailbox.drill import synthetic_batch
+    from jobs.devtools.drill import synthetic_batch
     from jobs.mailbox.simulator import running_simulator
     from jobs.settings import get_settings
+    from jobs.steps.deliver import deliver_batch
 
     now = datetime.now(UTC)
     window = f"{(now - timedelta(hours=1)).isoformat()}/{(now + timedelta(hours=1)).isoformat()}"
@@ -228,11 +228,11 @@ def test_paper_queue_manifest_and_print_pdf(bevis_env: Path) -> None:
 
     import pypdfium2 as pdfium
 
-    from jobs.delivery import deliver_batch
-    from jobs.mailbox.drill import synthetic_batch
+    from jobs.devtools.drill import synthetic_batch
     from jobs.mailbox.simulator import running_simulator
-    from jobs.render import pdf_name
     from jobs.settings import get_settings
+    from jobs.steps.deliver import deliver_batch
+    from jobs.steps.render import pdf_name
     from jobs.storage import RunPaths
     from signing.qr import decode_qr
 
@@ -266,11 +266,11 @@ def test_paper_queue_manifest_and_print_pdf(bevis_env: Path) -> None:
 def test_far_down_leaves_batch_pending_for_the_retry(bevis_env: Path) -> None:
     import httpx
 
-    from jobs.delivery import deliver_batch, outcome_counts
+    from jobs.devtools.drill import synthetic_batch
     from jobs.errors import MailboxUnavailable
-    from jobs.mailbox.drill import synthetic_batch
     from jobs.mailbox.simulator import running_simulator
     from jobs.settings import get_settings
+    from jobs.steps.deliver import deliver_batch, outcome_counts
 
     s0 = get_settings(**FAST)
     batch_id = synthetic_batch("acc5", 12, s0)
@@ -296,10 +296,10 @@ def test_far_down_leaves_batch_pending_for_the_retry(bevis_env: Path) -> None:
 def test_outage_with_two_delivery_processes(bevis_env: Path, request, ledger: str) -> None:
     """Look-up chunks spread over two processes (spawned), an outage and lost acks in
     the middle: the same invariants hold."""
-    from jobs.delivery import deliver_batch
-    from jobs.mailbox.drill import synthetic_batch
+    from jobs.devtools.drill import synthetic_batch
     from jobs.mailbox.simulator import running_simulator
     from jobs.settings import get_settings
+    from jobs.steps.deliver import deliver_batch
 
     overrides = {**FAST, "workers": 2, "mailbox_lookup_chunk": 30}
     if ledger == "postgres":

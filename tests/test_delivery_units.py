@@ -60,7 +60,7 @@ def test_retry_after_parsing() -> None:
 
 
 def test_service_windows() -> None:
-    from jobs.delivery import in_service_window, parse_windows
+    from jobs.steps.deliver import in_service_window, parse_windows
 
     windows = parse_windows(["2022-02-08T06:00:00+01:00/2022-02-08T08:00:00+01:00"])
     assert in_service_window(windows, datetime(2022, 2, 8, 5, 30, tzinfo=UTC))
@@ -85,7 +85,7 @@ def test_message_limits_and_checksum() -> None:
 
 
 def test_idempotency_key_is_stable_and_not_personal() -> None:
-    from jobs.delivery import idempotency_key
+    from jobs.steps.deliver import idempotency_key
 
     a = idempotency_key("URN:UVCI:01:SE:EHM/ABC")
     assert a == idempotency_key("URN:UVCI:01:SE:EHM/ABC")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import airflow_local, flow
+from jobs import flow
+from jobs.devtools import airflow_local
 from tests.distributed import AirflowCluster, LocalService
 
 pytestmark = [
@@ -125,7 +126,7 @@ def certificates(run_id: str, settings) -> dict[str, str]:
     from sqlalchemy import select
 
     from jobs.db import engine
-    from jobs.ledger import Certificate
+    from jobs.ledger.models import Certificate
 
     with engine(settings.resolved_ledger_url()).connect() as conn:
         rows = conn.execute(

@@ -124,7 +124,7 @@ def test_build_stage_exports_the_lock_and_builds_the_wheel(tmp_path: Path) -> No
         names = zf.namelist()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "bevis = jobs.cli:app" in zf.read(entry_points).decode()
-    for package in ("jobs/cli.py", "dags/dcc_issuance.py", "signing/", "transforms/"):
+    for package in ("jobs/cli/__init__.py", "dags/dcc_issuance.py", "signing/", "transforms/"):
         assert any(n.startswith(package) for n in names), package
     # The migrations (Alembic scripts) must travel with the package.
     assert any(n.startswith("jobs/migrations/ledger/") for n in names)

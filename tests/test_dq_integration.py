@@ -9,11 +9,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import quarantine
-from jobs.extract import extract
-from jobs.seed import seed
+from jobs.devtools.seed import seed
+from jobs.ledger import quarantine
+from jobs.steps.extract import extract
+from jobs.steps.validate import validate
 from jobs.storage import RunPaths
-from jobs.validate import validate
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +67,7 @@ def _check_against_manifest(run_id: str, manifest, result) -> None:
 
 def _unrecorded_defects(table, entries, extra: set[str]) -> set[str]:
     """Orders quarantined beyond the manifest are accepted only when the raw data shows the
-    defect, re-checked here independently: jobs/seed.py (as of this writing) dates some
+    defect, re-checked here independently: jobs/devtools/seed.py (as of this writing) dates some
     primary doses a day or two before their product's EU authorisation without recording
     it (e.g. Spikevax on 2021-01-05, authorised 2021-01-06)."""
     from datetime import date

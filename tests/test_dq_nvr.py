@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from data_quality import RunGateFailed
 from data_quality.identity import identity_facts, luhn_ok_single
 from data_quality.synthetic import luhn_digit, synthetic_extract, to_table
-from jobs import quarantine
+from jobs.ledger import quarantine
 from jobs.settings import get_settings
+from jobs.steps.validate import validate
 from jobs.storage import RunPaths, write_parquet_atomic
-from jobs.validate import validate
 
 
 @pytest.fixture(autouse=True)
@@ -137,7 +137,7 @@ def test_rerun_is_idempotent(synthetic_run) -> None:
     from sqlalchemy import func, select
 
     from jobs.db import engine
-    from jobs.ledger import QuarantineEntry
+    from jobs.ledger.models import QuarantineEntry
 
     with engine(get_settings().resolved_ledger_url()).connect() as conn:
         n = conn.execute(select(func.count()).select_from(QuarantineEntry)).scalar_one()

@@ -14,9 +14,9 @@ import pytest
 
 from data_quality.payload import payload_facts
 from data_quality.uvci import check_character, checks_ok
-from jobs import quarantine
+from jobs.ledger import quarantine
+from jobs.steps.validate import validate
 from jobs.storage import RunPaths, write_parquet_atomic
-from jobs.validate import validate
 from signing.dcc import schema_errors, value_set_errors
 
 
@@ -55,9 +55,9 @@ def mapped_run(tmp_path_factory):
     old = {k: os.environ.get(k) for k in ("BEVIS_DATA_DIR",)}
     os.environ["BEVIS_DATA_DIR"] = str(data)
     try:
-        from jobs.extract import extract
-        from jobs.mapping import map_run
-        from jobs.seed import seed
+        from jobs.devtools.seed import seed
+        from jobs.steps.extract import extract
+        from jobs.steps.mapping import map_run
 
         seed(800, seed=21, defect_rate=0.0)
         extract("dq-pay")
@@ -118,7 +118,7 @@ def test_dcc_payload_quarantines_each_defect_and_rewrites_payloads(
     mapped_run, bevis_env, monkeypatch
 ) -> None:
     from jobs.db import engine, migrate
-    from jobs.ledger import Batch, Certificate, Run
+    from jobs.ledger.models import Batch, Certificate, Run
     from jobs.settings import get_settings
 
     _, payloads = mapped_run

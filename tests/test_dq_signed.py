@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_quality import RunGateFailed
-from jobs import quarantine
+from jobs.ledger import quarantine
+from jobs.steps.validate import validate
 from jobs.storage import RunPaths, write_parquet_atomic
-from jobs.validate import validate
 
 
 @pytest.fixture(autouse=True)
@@ -26,10 +26,10 @@ def _log_to_current_stderr() -> None:
 @pytest.fixture
 def signed_batch(bevis_env, tmp_path_factory, monkeypatch):
     from jobs.batches import plan, run_step
-    from jobs.extract import extract
-    from jobs.mapping import map_run
-    from jobs.runs import start_run
-    from jobs.seed import seed
+    from jobs.devtools.seed import seed
+    from jobs.ledger.runs import start_run
+    from jobs.steps.extract import extract
+    from jobs.steps.mapping import map_run
     from signing.keys import init_dev_keys
 
     keys = tmp_path_factory.mktemp("keys")

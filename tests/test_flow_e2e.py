@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def _certificates_per_order(settings) -> int:
     from jobs.db import engine
-    from jobs.ledger import Certificate
+    from jobs.ledger.models import Certificate
 
     with engine(settings.resolved_ledger_url()).connect() as conn:
         rows = conn.execute(
@@ -31,7 +31,7 @@ def _certificates_per_order(settings) -> int:
 def test_demo_through_airflow_with_a_crash_drill(bevis_env, tmp_path, monkeypatch) -> None:
     """`bevis demo` on a small register, with batch 1's sign step crashing once: Airflow's
     retry finishes the batch, and the run's checks all hold."""
-    from jobs.demo import run_demo
+    from jobs.devtools.demo import run_demo
     from jobs.settings import get_settings
 
     monkeypatch.setenv("BEVIS_FAULT", "sign:1")
@@ -66,9 +66,9 @@ def test_issue_in_process_matches_the_register(bevis_env, monkeypatch) -> None:
     # a small register: a handful of defects is already a few per cent
     monkeypatch.setenv("BEVIS_QUARANTINE_THRESHOLD", "0.2")
     from jobs.db import migrate_all
-    from jobs.demo import Simulator
+    from jobs.devtools.demo import Simulator
+    from jobs.devtools.seed import seed
     from jobs.issue import issue_run
-    from jobs.seed import seed
     from jobs.settings import get_settings
     from signing.keys import init_dev_keys
 

@@ -13,9 +13,9 @@ def _differences(url: str) -> dict[str, list]:
     from alembic.migration import MigrationContext
 
     from jobs.db import engine
-    from jobs.ledger import LedgerBase
-    from jobs.reporting import ReportingBase
-    from jobs.sources import SourcesBase
+    from jobs.ledger.models import LedgerBase
+    from jobs.reporting.publish import ReportingBase
+    from jobs.sources.models import SourcesBase
 
     out = {}
     bases = (("sources", SourcesBase), ("ledger", LedgerBase), ("reporting", ReportingBase))

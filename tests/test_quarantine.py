@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from jobs import quarantine
 from jobs.db import engine
-from jobs.ledger import QuarantineEntry
+from jobs.ledger import quarantine
+from jobs.ledger.models import QuarantineEntry
 from jobs.settings import get_settings
 
 ENTRIES = [

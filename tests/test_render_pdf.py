@@ -49,7 +49,7 @@ def _page_text(pdf: bytes) -> str:
 
 
 def test_qr_decoded_from_rendered_page_equals_hc1() -> None:
-    from jobs.pdf import certificate_pdf, view_of
+    from jobs.steps.pdf import certificate_pdf, view_of
     from signing.qr import decode_qr
 
     for vector in _vaccination_vectors(3):
@@ -58,7 +58,7 @@ def test_qr_decoded_from_rendered_page_equals_hc1() -> None:
 
 
 def test_page_shows_unicode_names_and_display_names() -> None:
-    from jobs.pdf import certificate_pdf, view_of
+    from jobs.steps.pdf import certificate_pdf, view_of
     from signing.dcc import display
 
     vector = _vaccination_vectors(1)[0]
@@ -84,7 +84,7 @@ def test_page_shows_unicode_names_and_display_names() -> None:
 def test_metadata_is_neutral() -> None:
     import pypdfium2 as pdfium
 
-    from jobs.pdf import certificate_pdf, view_of
+    from jobs.steps.pdf import certificate_pdf, view_of
 
     vector = _vaccination_vectors(1)[0]
     payload = vector["JSON"]
@@ -98,7 +98,7 @@ def test_metadata_is_neutral() -> None:
 
 
 def test_bad_payload_named_by_uvci() -> None:
-    from jobs.pdf import RenderError, view_of
+    from jobs.steps.pdf import RenderError, view_of
 
     vector = _vaccination_vectors(1)[0]
     payload = json.loads(json.dumps(vector["JSON"]))
@@ -108,7 +108,7 @@ def test_bad_payload_named_by_uvci() -> None:
 
 
 def test_render_file_private_files_hash_names_idempotent(bevis_env: Path, tmp_path: Path) -> None:
-    from jobs.render import pdf_name, render_file
+    from jobs.steps.render import pdf_name, render_file
 
     vectors = _vaccination_vectors(4)
     certs = tmp_path / "certs.jsonl"
@@ -143,7 +143,7 @@ def test_render_file_private_files_hash_names_idempotent(bevis_env: Path, tmp_pa
 
 
 def test_payload_from_hc1_matches_vector() -> None:
-    from jobs.render import payload_from_hc1
+    from jobs.steps.render import payload_from_hc1
 
     for vector in _vaccination_vectors(3):
         assert payload_from_hc1(vector["PREFIX"]) == vector["JSON"]
@@ -154,7 +154,7 @@ def test_payload_from_hc1_matches_vector() -> None:
 def test_render_batch_reads_run_files_on_a_process_pool(bevis_env: Path) -> None:
     import pyarrow as pa
 
-    from jobs.render import pdf_name, render_batch
+    from jobs.steps.render import pdf_name, render_batch
     from jobs.storage import RunPaths, write_parquet_atomic
     from transforms.schemas import PAYLOADS, SIGNED
 
@@ -206,9 +206,9 @@ def test_signed_certificate_round_trip_through_the_page(bevis_env: Path) -> None
     signature of what was read verifies against the DSC."""
     import time
 
-    from jobs.mailbox.drill import drill_payload
-    from jobs.pdf import certificate_pdf, view_of
+    from jobs.devtools.drill import drill_payload
     from jobs.settings import get_settings
+    from jobs.steps.pdf import certificate_pdf, view_of
     from signing.hcert import issue, validity
     from signing.keys import init_dev_keys, load_signer
     from signing.qr import decode_qr
@@ -236,7 +236,7 @@ def test_print_page_reuses_the_rendered_page_and_looks_the_same(tmp_path: Path) 
     import numpy as np
     import pypdfium2 as pdfium
 
-    from jobs.pdf import PostalAddress, certificate_pdf, print_pdf, view_of
+    from jobs.steps.pdf import PostalAddress, certificate_pdf, print_pdf, view_of
     from signing.qr import decode_qr
 
     vector = _vaccination_vectors(1)[0]
@@ -264,7 +264,7 @@ def test_print_page_reuses_the_rendered_page_and_looks_the_same(tmp_path: Path) 
 
 
 def test_certificate_stream_rejects_other_pdfs() -> None:
-    from jobs.pdf import certificate_pdf_reportlab, certificate_stream, view_of
+    from jobs.steps.pdf import certificate_pdf_reportlab, certificate_stream, view_of
 
     vector = _vaccination_vectors(1)[0]
     other = certificate_pdf_reportlab(view_of(vector["JSON"], vector["PREFIX"], 1767225600))

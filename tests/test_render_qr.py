@@ -95,7 +95,7 @@ def test_rect_operators_are_the_runs(size: int) -> None:
 def test_two_independent_encoders_give_the_same_symbol() -> None:
     """libzint (used) and zxing-cpp (reference) pick the same version and mask by the ISO
     18004 rules: identical module matrices for the EU vectors and synthetic certificates."""
-    from jobs.mailbox.drill import drill_payload, unsigned_hc1
+    from jobs.devtools.drill import drill_payload, unsigned_hc1
     from signing.qr import qr_matrix
 
     synthetic = [

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from jobs.reporting import build_report, synthetic_ledger
+from jobs.reporting.publish import build_report, synthetic_ledger
 from jobs.settings import get_settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -1,7 +1,7 @@
 """Reporting tables and the published figures reconcile exactly with the ledger.
 
 The expected figures are computed here, independently, from the ledger rows read through
-the ORM (not through jobs.reporting's SQL), on SQLite and on the real PostgreSQL server.
+the ORM (not through jobs.reporting.publish's SQL), on SQLite and on the real PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
 from jobs.db import engine
-from jobs.ledger import Certificate, Delivery, QuarantineEntry
-from jobs.reporting import (
+from jobs.ledger.models import Certificate, Delivery, QuarantineEntry
+from jobs.reporting.publish import (
     NO_OPERATOR,
     PENDING,
     UNKNOWN,

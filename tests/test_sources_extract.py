@@ -1,4 +1,4 @@
-"""The extract (jobs/extract.py) and order claims (jobs/orders.py) against real databases."""
+"""The extract (jobs/steps/extract.py) and order claims (jobs/sources/orders.py) against real databases."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from jobs.db import DatabaseUnavailable, engine
-from jobs.extract import CorruptRow, ExtractError, extract
-from jobs.orders import fulfil, release, states
-from jobs.seed import seed
+from jobs.devtools.seed import seed
 from jobs.settings import Settings
-from jobs.sources import CLAIMED, DUPLICATE, FULFILLED, PENDING, Order
+from jobs.sources.models import CLAIMED, DUPLICATE, FULFILLED, PENDING, Order
+from jobs.sources.orders import fulfil, release, states
+from jobs.steps.extract import CorruptRow, ExtractError, extract
 from transforms.identity import pseudonymise
 from transforms.schemas import EXTRACT
 
@@ -287,7 +287,7 @@ def test_cli_seed_extract_release(bevis_env: Path, request: pytest.FixtureReques
 
 
 def test_resumed_run_honours_consent_withdrawn_after_the_claim(bevis_env: Path) -> None:
-    from jobs.orders import claim
+    from jobs.sources.orders import claim
 
     s = _settings(bevis_env)
     seed(300, seed=6, settings=s)

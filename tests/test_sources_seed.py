@@ -1,4 +1,4 @@
-"""The synthetic register (jobs/seed.py): deterministic, realistic, defects as recorded."""
+"""The synthetic register (jobs/devtools/seed.py): deterministic, realistic, defects as recorded."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.seed import DEFECT_KINDS, ORDER_CATEGORIES, seed
-from jobs.seed_names import COUNTIES, PRODUCTS, UNKNOWN_PRODUCTS
+from jobs.devtools.seed import DEFECT_KINDS, ORDER_CATEGORIES, seed
+from jobs.devtools.seed_names import COUNTIES, PRODUCTS, UNKNOWN_PRODUCTS
 from jobs.settings import Settings
 from transforms.identity import (
     dob_from_identity_number,

@@ -133,12 +133,12 @@ def test_clean_name_bounds(name: str) -> None:
 
 
 def _generator_names() -> list[str]:
-    """Every name the register generator can draw (jobs/seed_names.py when present)."""
+    """Every name the register generator can draw (jobs/devtools/seed_names.py when present)."""
     from transforms.sample import FAMILY_NAMES, GIVEN_NAMES
 
     names = list(GIVEN_NAMES) + list(FAMILY_NAMES)
     try:
-        from jobs import seed_names as ref
+        from jobs.devtools import seed_names as ref
     except ImportError:
         return names
     for attr in ("GIVEN_FEMALE", "GIVEN_MALE", "FAMILY", "LONG_GIVEN", "LONG_FAMILY"):

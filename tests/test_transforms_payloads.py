@@ -143,8 +143,8 @@ def _write_validated(run_id: str, table: pa.Table) -> Path:
 
 
 def test_map_run_writes_payloads_and_quarantine_idempotently(bevis_env: Path) -> None:
-    from jobs import quarantine
-    from jobs.mapping import map_run
+    from jobs.ledger import quarantine
+    from jobs.steps.mapping import map_run
 
     table = pa.concat_tables(
         [
@@ -181,7 +181,7 @@ def test_map_run_writes_payloads_and_quarantine_idempotently(bevis_env: Path) ->
     from sqlalchemy import func, select
 
     from jobs.db import engine
-    from jobs.ledger import QuarantineEntry
+    from jobs.ledger.models import QuarantineEntry
     from jobs.settings import get_settings
 
     with engine(get_settings().resolved_ledger_url()).connect() as conn:
@@ -192,7 +192,7 @@ def test_map_run_writes_payloads_and_quarantine_idempotently(bevis_env: Path) ->
 
 
 def test_uvci_depends_on_the_key_setting(bevis_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.mapping import map_run
+    from jobs.steps.mapping import map_run
 
     _write_validated("k1", sample.extract_table(5))
     a = pq.read_table(map_run("k1").path)["uvci"].to_pylist()
@@ -240,11 +240,11 @@ def test_payloads_from_a_generated_register_all_validate(
     """The acceptance path with the real neighbours: seeded register → extract → nvr_extract
     suite → map. Every payload passes the schema and the active value sets; every order the
     suite let through is mapped or quarantined by the map step with a reason."""
-    from jobs import quarantine
-    from jobs.extract import extract
-    from jobs.mapping import map_run
-    from jobs.seed import seed
-    from jobs.validate import validate
+    from jobs.devtools.seed import seed
+    from jobs.ledger import quarantine
+    from jobs.steps.extract import extract
+    from jobs.steps.mapping import map_run
+    from jobs.steps.validate import validate
 
     monkeypatch.setenv("BEVIS_QUARANTINE_THRESHOLD", "0.5")  # defects are injected on purpose
     seed(300, seed=5, defect_rate=0.03)

@@ -30,7 +30,7 @@ def test_every_nvr_product_of_the_swedish_campaign_is_issuable() -> None:
 def test_seeder_products_resolve_by_name_and_npl_id() -> None:
     """The register generator draws its products and NPL-ids from its own list; each must
     resolve to the same codes here (unknown ones must not)."""
-    ref = pytest.importorskip("jobs.seed_names")
+    ref = pytest.importorskip("jobs.devtools.seed_names")
     table = prod.load_products()
     for name, (npl, _authorised, series) in ref.PRODUCTS.items():
         by_name = table.by_key[prod.normalise_vaccine(name)]

@@ -4,7 +4,7 @@ Vectorised (numpy), deterministic for a seed, with the hard cases of the real re
 Swedish and foreign names (å ä ö é ü ł ø ễ, hyphens, apostrophes, double and very long
 names), partial dates of birth, homologous and heterologous series, Jcovden and its
 boosters, products given by name (several spellings) or NPL-id. Not a register: the
-seeder (jobs/seed.py) builds the real synthetic sources; this only feeds the map step.
+seeder (jobs/devtools/seed.py) builds the real synthetic sources; this only feeds the map step.
 """
 
 from __future__ import annotations

@@ -1,0 +1,176 @@
+"""Issuance runs in the ledger: when they started and ended, how they went, how long each
+step took.
+
+A run id names a folder and appears in batch ids, so it is made of digits, letters and
+dashes only (``20261122T141500-a1b2``: UTC start time plus a random suffix, so two runs
+started in the same second never collide). Every function is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+
+from jobs.ledger.models import Batch, BatchState, Certificate, Run, RunState
+from jobs.log import get_logger
+from jobs.settings import Settings, get_settings
+
+log = get_logger(__name__)
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class UnknownRun(LookupError):
+    """The run id is not in the ledger."""
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A fresh run id, safe in file names and sortable by start time."""
+    t = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{t:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"  # 32 bits: no collision within a second
+
+
+def check_run_id(run_id: str) -> str:
+    """Refuse run ids that would be unsafe as a folder name or too long for the ledger."""
+    if not RUN_ID.match(run_id or "") or ".." in run_id:
+        raise ValueError(
+            f"invalid run id {run_id!r}: use letters, digits, '-', '_' and '.' (at most 63)"
+        )
+    return run_id
+
+
+def ledger(settings: Settings | None = None) -> Engine:
+    """The migrated ledger engine of these settings."""
+    from jobs.db import engine, migrate
+
+    s = settings or get_settings()
+    url = s.resolved_ledger_url()
+    if url not in _MIGRATED:  # once per process and database: every step calls this
+        migrate("ledger", url)
+        _MIGRATED.add(url)
+    return engine(url)
+
+
+_MIGRATED: set[str] = set()
+
+
+def start_run(
+    run_id: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """Record a run as RUNNING and return its id. Starting an existing run again (a rerun
+    after a failure) sets it back to RUNNING and merges the parameters."""
+    run_id = check_run_id(run_id or new_run_id())
+    with ledger(settings).begin() as conn:
+        row = conn.execute(select(Run.parameters).where(Run.id == run_id)).first()
+        if row is None:
+            conn.execute(
+                Run.__table__.insert(),
+                {
+                    "id": run_id,
+                    "started_at": datetime.now(UTC),
+                    "state": RunState.RUNNING,
+                    "parameters": dict(parameters or {}),
+                    "counts": {},
+                    "step_seconds": {},
+                },
+            )
+            log.info("run started", run_id=run_id)
+        else:
+            merged = {**(row.parameters or {}), **(parameters or {})}
+            conn.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(state=RunState.RUNNING, finished_at=None, error=None, parameters=merged)
+            )
+            log.info("run resumed", run_id=run_id)
+    return run_id
+
+
+def ensure_run(run_id: str, settings: Settings | None = None) -> None:
+    """Create the run row if it is missing (as RUNNING); leave an existing run alone."""
+    with ledger(settings).connect() as conn:
+        known = conn.execute(select(Run.id).where(Run.id == run_id)).first()
+    if known is None:
+        from sqlalchemy.exc import IntegrityError
+
+        with contextlib.suppress(IntegrityError):  # created concurrently
+            start_run(run_id, settings=settings)
+
+
+def _lock_run(conn, run_id: str) -> None:
+    """Take the write lock on the run row before a read-modify-write of its JSON columns.
+    A no-op UPDATE does it on both dialects (row lock on PostgreSQL, the database write lock
+    on SQLite, where a read first and a write later could fail with SQLITE_BUSY_SNAPSHOT)."""
+    res = conn.execute(update(Run).where(Run.id == run_id).values(state=Run.state))
+    if res.rowcount == 0:
+        raise UnknownRun(f"run {run_id} is not in the ledger")
+
+
+def run_counts(conn, run_id: str) -> dict[str, int]:
+    """Counts of a run from the ledger itself: batches per state, certificates."""
+    counts: dict[str, int] = {}
+    for state, n in conn.execute(
+        select(Batch.state, func.count()).where(Batch.run_id == run_id).group_by(Batch.state)
+    ):
+        counts[f"batches_{BatchState(state).value.lower()}"] = n
+    counts["batches"] = sum(v for k, v in counts.items() if k.startswith("batches_"))
+    counts["certificates"] = conn.execute(
+        select(func.count()).select_from(Certificate).where(Certificate.run_id == run_id)
+    ).scalar_one()
+    return counts
+
+
+def finish_run(
+    run_id: str,
+    state: RunState | str,
+    error: str | None = None,
+    settings: Settings | None = None,
+) -> None:
+    """Mark a run SUCCEEDED or FAILED and store its counts as the ledger sees them."""
+    from jobs.log import mask_identity_numbers
+
+    state = RunState(state)
+    with ledger(settings).begin() as conn:
+        _lock_run(conn, run_id)
+        old = conn.execute(select(Run.counts).where(Run.id == run_id)).scalar_one() or {}
+        counts = {**old, **run_counts(conn, run_id)}
+        conn.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(
+                state=state,
+                finished_at=datetime.now(UTC),
+                error=mask_identity_numbers(error)[:4000] if error else None,
+                counts=counts,
+            )
+        )
+    log.info("run finished", run_id=run_id, state=state.value)
+
+
+def record_step_time(
+    run_id: str, step: str, seconds: float, settings: Settings | None = None
+) -> None:
+    """Add ``seconds`` to the run's time for ``step`` (per-batch steps add up)."""
+    with ledger(settings).begin() as conn:
+        _lock_run(conn, run_id)
+        times = dict(
+            conn.execute(select(Run.step_seconds).where(Run.id == run_id)).scalar_one() or {}
+        )
+        times[step] = round(float(times.get(step, 0.0)) + float(seconds), 3)
+        conn.execute(update(Run).where(Run.id == run_id).values(step_seconds=times))
+
+
+def update_counts(run_id: str, counts: dict[str, int], settings: Settings | None = None) -> None:
+    """Merge ``counts`` into the run's counts (for steps that know their own figures)."""
+    with ledger(settings).begin() as conn:
+        _lock_run(conn, run_id)
+        old = dict(conn.execute(select(Run.counts).where(Run.id == run_id)).scalar_one() or {})
+        old.update(counts)
+        conn.execute(update(Run).where(Run.id == run_id).values(counts=old))

@@ -1,0 +1,469 @@
+"""The extract: exactly the data issuance needs, of exactly the people who may be issued.
+
+1. Claim the run's orders (jobs.sources.orders.claim): pending, consent given and not withdrawn at
+   extraction time — checked in SQL, again in the read query.
+2. Stream the claimed orders joined with their NVR events and the population register (one
+   row per order and event; one row with null event columns for an order whose person has no
+   event) through a server-side cursor (``yield_per``), in chunks, into
+   ``runs/<run>/extract.parquet`` with the explicit schema ``transforms.schemas.EXTRACT``.
+   Only the needed columns are selected. Each row carries the pseudonymous id ``pid``.
+3. The Parquet file appears atomically (temp file + rename); ``extract.json`` with the
+   counts is written last and marks the step done, so a repeated call returns the same
+   result without claiming more.
+
+Errors name the cause (database, table, order id and column) and never an identity number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.settings import Settings, get_settings
+from jobs.sources.models import CLAIMED, PENDING, TABLES
+from jobs.sources.orders import VALID_CONSENT
+
+CHUNK_ROWS = 20_000
+
+# Column order = transforms.schemas.EXTRACT, except pid, which is computed here.
+_QUERY = f"""
+SELECT o.order_id, o.person_id, o.requested_at, o.consent_at, o.cert_type,
+       p.given_name, p.family_name, p.dob, p.protected_identity,
+       p.address_street, p.address_postcode, p.address_city,
+       v.reporting_system || ':' || v.reporting_ref AS event_id,
+       v.vaccination_date, v.vaccine, v.batch_number, v.dose_number,
+       v.care_provider_org, v.county_code, v.municipality_code, v.reported_at
+FROM orders o
+LEFT JOIN population p ON p.person_id = o.person_id
+LEFT JOIN nvr_vaccinations v ON v.person_id = o.person_id
+WHERE o.claimed_by_run = :run AND o.state = '{CLAIMED}' AND {VALID_CONSENT}
+ORDER BY o.person_id
+"""
+
+
+class ExtractError(RuntimeError):
+    """The extract cannot go on; the message names the cause (never personal data)."""
+
+
+class CorruptRow(ExtractError):
+    """A source row that cannot be read into the extract schema."""
+
+    def __init__(self, order_id: str, column: str, reason: str) -> None:
+        self.order_id, self.column = order_id, column
+        super().__init__(f"order {order_id}: column {column!r} is unreadable ({reason})")
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """What one run extracted."""
+
+    run_id: str
+    orders: int
+    rows: int
+    path: Path
+    snapshot_at: str | None
+    persons: int = 0
+    events: int = 0
+    no_vaccination: int = 0
+    duplicate_orders: int = 0
+    orders_claimed: int = 0
+    extracted_at: str = ""
+
+    def meta(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        d["nvr_snapshot_at"] = d.pop("snapshot_at")
+        return d
+
+
+def _check_database(url: str) -> None:
+    """Fail early with a plain message when the database is unreachable or not set up."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import OperationalError
+
+    from jobs.db import DatabaseUnavailable, engine, safe_url
+
+    try:
+        with engine(url).connect() as conn:
+            missing = [t for t in TABLES if not inspect(conn).has_table(t)]
+    except OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot reach the sources database at {safe_url(url)}: {str(exc.orig).strip()}"
+        ) from exc
+    if missing:
+        raise ExtractError(
+            f"the sources database at {safe_url(url)} has no table {', '.join(missing)}; "
+            "create it with 'bevis db migrate' (or fill it with 'bevis seed')"
+        )
+
+
+def _snapshot_at(conn) -> str | None:
+    from sqlalchemy import text
+
+    value = conn.execute(text("SELECT max(taken_at) FROM nvr_snapshots")).scalar()
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite stores UTC text
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat()
+
+
+def _column(values: list, field, order_ids: list) -> Any:
+    """One column of a chunk as a pyarrow array of the schema's type; on failure, find the
+    row and name its order id."""
+    import pyarrow as pa
+
+    try:
+        return _convert(values, field.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        for value, order_id in zip(values, order_ids, strict=True):
+            try:
+                _convert([value], field.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+                raise CorruptRow(order_id, field.name, f"not a valid {field.type}") from None
+        raise
+
+
+def _convert(values: list, typ) -> Any:
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(typ):
+        first = next((v for v in values if v is not None), None)
+        if isinstance(first, str):  # SQLite: UTC text
+            arr = pa.array(values, type=pa.string())
+            return arr.cast(pa.timestamp("us")).cast(typ)
+        return pa.array(values, type=typ)
+    if pa.types.is_date(typ):
+        first = next((v for v in values if v is not None), None)
+        if isinstance(first, str):
+            return pa.array(values, type=pa.string()).cast(typ)
+        return pa.array(values, type=typ)
+    if pa.types.is_boolean(typ):
+        return pa.array([None if v is None else bool(v) for v in values], type=typ)
+    if pa.types.is_integer(typ):
+        return pa.array(values, type=pa.int64()).cast(typ)  # safe cast: overflow raises
+    return pa.array(values, type=typ)
+
+
+def _to_table(rows: list, key: bytes):
+    """A chunk of query rows as a pyarrow table with the EXTRACT schema."""
+    import pyarrow as pa
+
+    from transforms.identity import pseudonymise
+    from transforms.schemas import EXTRACT
+
+    cols = list(zip(*rows, strict=True))
+    order_ids, person_ids = list(cols[0]), list(cols[1])
+    uniq = list(set(person_ids))  # a person's rows are adjacent: hash each person once
+    pid_of = dict(zip(uniq, pseudonymise(uniq, key), strict=True))
+    pids = [pid_of[p] for p in person_ids]
+    by_name = dict(zip([f.name for f in EXTRACT if f.name != "pid"], cols, strict=True))
+    arrays = []
+    for field in EXTRACT:
+        if field.name == "pid":
+            arrays.append(pa.array(pids, type=pa.string()))
+        else:
+            arrays.append(_column(list(by_name[field.name]), field, order_ids))
+    return pa.Table.from_arrays(arrays, schema=EXTRACT)
+
+
+class _Tally:
+    """Counts of the rows written, in little memory: 64-bit hashes of order ids and pids in
+    numpy arrays (a million orders cost 8 MB), made unique at the end."""
+
+    def __init__(self) -> None:
+        self.rows = self.events = 0
+        self._orders: list = []
+        self._persons: list = []
+        self._no_event: list = []
+
+    @staticmethod
+    def _hashes(values) -> Any:
+        import numpy as np
+
+        return np.fromiter((hash(v) for v in values), dtype=np.int64)
+
+    def add(self, table) -> None:
+        import pyarrow.compute as pc
+
+        self.rows += table.num_rows
+        ev = table.column("event_id")
+        self.events += table.num_rows - ev.null_count
+        oid = table.column("order_id")
+        self._orders.append(self._hashes(pc.unique(oid).to_pylist()))
+        self._persons.append(self._hashes(pc.unique(table.column("pid")).to_pylist()))
+        if ev.null_count:
+            self._no_event.append(self._hashes(oid.filter(pc.is_null(ev)).to_pylist()))
+
+    @staticmethod
+    def _distinct(parts: list) -> int:
+        import numpy as np
+
+        return int(np.unique(np.concatenate(parts)).size) if parts else 0
+
+    @property
+    def orders(self) -> int:
+        return self._distinct(self._orders)
+
+    @property
+    def persons(self) -> int:
+        return self._distinct(self._persons)
+
+    @property
+    def no_vaccination(self) -> int:
+        return self._distinct(self._no_event)
+
+
+@contextlib.contextmanager
+def _stream(eng, params: dict[str, Any]) -> Iterator[Iterator[list]]:
+    """Chunks of rows of the extract query straight from the DBAPI cursor: a server-side
+    (named) cursor on PostgreSQL, sqlite3's lazy cursor on SQLite. Bypassing SQLAlchemy's
+    Row objects here doubles throughput. Rows come in person order (the claim index), so the
+    lookups into population and NVR walk their indexes in order, and a person's rows are
+    adjacent."""
+    raw = eng.raw_connection()
+    try:
+        dbapi = raw.driver_connection
+        if eng.dialect.name == "postgresql":
+            sql = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", _QUERY)
+            cur = dbapi.cursor(name="bevis_extract")
+            cur.itersize = CHUNK_ROWS
+        else:
+            sql = _QUERY
+            cur = dbapi.cursor()
+            cur.execute("PRAGMA cache_size=-65536")  # 64 MB: the joins' index pages stay hot
+        cur.execute(sql, params)
+
+        def chunks() -> Iterator[list]:
+            while part := cur.fetchmany(CHUNK_ROWS):
+                yield part
+
+        yield chunks()
+        cur.close()
+    finally:
+        with contextlib.suppress(Exception):
+            raw.rollback()
+        raw.close()
+
+
+def _release_lapsed(eng, params: dict[str, Any]) -> int:
+    """Give back claimed orders whose consent no longer holds (withdrawn after the claim,
+    e.g. while a failed run waited for its rerun): they are not extracted, and they must
+    not stay claimed by a run that will never answer them."""
+    from sqlalchemy import text
+
+    sql = f"""
+UPDATE orders SET state = '{PENDING}', claimed_by_run = NULL, claimed_at = NULL
+WHERE order_id IN (
+  SELECT o.order_id FROM orders o
+  WHERE o.claimed_by_run = :run AND o.state = '{CLAIMED}' AND NOT ({VALID_CONSENT}))
+"""
+    with eng.begin() as conn:
+        return conn.execute(text(sql), params).rowcount
+
+
+def _existing(run_id: str, paths, url: str) -> ExtractResult | None:
+    """The result of an earlier extract of this run, if it finished."""
+    from sqlalchemy import func, select
+
+    from jobs.db import engine
+    from jobs.sources.models import Order
+
+    if not (paths.extract_meta.exists() and paths.extract.exists()):
+        return None
+    meta = json.loads(paths.extract_meta.read_text())
+    with engine(url).connect() as conn:
+        still = conn.execute(
+            select(func.count())
+            .select_from(Order)
+            .where(Order.claimed_by_run == run_id, Order.state.in_((CLAIMED, "FULFILLED")))
+        ).scalar_one()
+    if still < meta["orders"]:
+        raise ExtractError(
+            f"run {run_id}: {meta['orders'] - still} of its extracted orders were released "
+            "since; its extract is stale — start a new run"
+        )
+    meta["path"] = Path(meta["path"])
+    meta["snapshot_at"] = meta.pop("nvr_snapshot_at")
+    return ExtractResult(**meta)
+
+
+def extract(
+    run_id: str, settings: Settings | None = None, limit: int | None = None
+) -> ExtractResult:
+    """Claim the run's orders and write ``extract.parquet`` + ``extract.json``. Idempotent:
+    a finished run returns its result; an interrupted one resumes with the orders it had
+    claimed, without claiming more."""
+    import pyarrow.parquet as pq
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import DBAPIError
+
+    from jobs.db import engine, safe_url
+    from jobs.log import get_logger
+    from jobs.sources.models import DUPLICATE, Order
+    from jobs.sources.orders import claim, sqlite_ts
+    from jobs.storage import RunPaths, atomic_path, write_text_atomic
+    from transforms.schemas import EXTRACT
+
+    log = get_logger(__name__)
+    s = settings or get_settings()
+    paths = RunPaths.of(run_id, s)
+    url = s.resolved_source_url()
+    _check_database(url)
+    done = _existing(run_id, paths, url)
+    if done is not None:
+        log.info("extract already done", run_id=run_id, orders=done.orders, rows=done.rows)
+        return done
+
+    eng = engine(url)
+    now = dt.datetime.now(dt.UTC)
+    with eng.connect() as conn:
+        resumed = conn.execute(
+            select(func.count()).select_from(Order).where(Order.claimed_by_run == run_id)
+        ).scalar_one()
+    if resumed:
+        log.info("extract resumes with the orders it claimed", run_id=run_id, orders=resumed)
+    else:
+        claimed, dups = claim(run_id, now, limit=limit, url=url)
+        log.info("orders claimed", run_id=run_id, orders=claimed, duplicates=dups)
+
+    sqlite = eng.dialect.name == "sqlite"
+    params = {"run": run_id, "now": sqlite_ts(now) if sqlite else now}
+    lapsed = _release_lapsed(eng, params)
+    if lapsed:
+        log.info("consent withdrawn since the claim; orders released", run_id=run_id, orders=lapsed)
+    key = s.pseudonym_key.get_secret_value().encode("utf-8")
+    tally = _Tally()
+    try:
+        with eng.connect() as conn:
+            snapshot_at = _snapshot_at(conn)
+            counts = dict(
+                conn.execute(
+                    select(Order.state, func.count())
+                    .where(Order.claimed_by_run == run_id)
+                    .group_by(Order.state)
+                ).all()
+            )
+        with (
+            _stream(eng, params) as chunks,
+            atomic_path(paths.extract, 0o640) as tmp,
+            pq.ParquetWriter(tmp, EXTRACT, compression="zstd") as writer,
+        ):
+            for part in chunks:
+                table = _to_table(part, key)
+                del part
+                writer.write_table(table)
+                tally.add(table)
+    except DBAPIError as exc:
+        raise ExtractError(
+            f"run {run_id}: reading the sources database at {safe_url(url)} failed: "
+            f"{type(exc.orig).__name__} (orders stay claimed; 'bevis orders release --run "
+            f"{run_id}' gives them back)"
+        ) from exc
+    except sqlite3.DatabaseError as exc:
+        raise ExtractError(
+            f"run {run_id}: reading the sources database at {safe_url(url)} failed: "
+            f"{type(exc).__name__}: {exc} (orders stay claimed; 'bevis orders release --run "
+            f"{run_id}' gives them back)"
+        ) from exc
+
+    result_ = ExtractResult(
+        run_id=run_id,
+        orders=tally.orders,
+        rows=tally.rows,
+        path=paths.extract,
+        snapshot_at=snapshot_at,
+        persons=tally.persons,
+        events=tally.events,
+        no_vaccination=tally.no_vaccination,
+        duplicate_orders=int(counts.get(DUPLICATE, 0)),
+        orders_claimed=int(counts.get(CLAIMED, 0)),
+        extracted_at=now.isoformat(),
+    )
+    write_text_atomic(json.dumps(result_.meta(), indent=2), paths.extract_meta)
+    log.info(
+        "extracted",
+        run_id=run_id,
+        orders=result_.orders,
+        rows=tally.rows,
+        persons=result_.persons,
+        no_vaccination=result_.no_vaccination,
+    )
+    return result_
+
+
+def _bench_child() -> None:
+    """Run in a fresh process by :func:`bench_extract`: extract, print figures as JSON."""
+    import time
+
+    from jobs.devtools.seed import peak_rss_mb
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    r = extract("bench")
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = peak_rss_mb()
+    print(
+        json.dumps(
+            {"rows": r.rows, "orders": r.orders, "seconds": seconds, "cpu": cpu, "peak": peak}
+        )
+    )
+
+
+def bench_extract(persons: int, db: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Seed a scratch register, then extract all of it in a fresh process (so that its
+    peak RSS is the extract's alone) and return the figures."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from sqlalchemy.engine import make_url
+
+    from jobs.devtools.seed import seed as run_seed
+
+    base = get_settings().resolved_data_dir() / "bench"
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="extract-", dir=base)
+    try:
+        s = get_settings(data_dir=tmp)
+        url = db or s.resolved_source_url()
+        m = run_seed(persons, seed=seed, url=url, settings=s)
+        env = {**os.environ, "BEVIS_DATA_DIR": tmp, "BEVIS_SOURCE_URL": url}
+        out = subprocess.run(
+            [sys.executable, "-c", "from jobs.steps.extract import _bench_child; _bench_child()"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        child = json.loads(out.strip().splitlines()[-1])
+        if child["rows"] != m.expected_extract["rows"]:
+            raise ExtractError("bench: extract and manifest disagree on the row count")
+        return {
+            "bench": "extract",
+            "db": make_url(url).get_backend_name(),
+            "persons": persons,
+            "seed_seconds": m.seconds,
+            "rows": child["rows"],
+            "orders": child["orders"],
+            "seconds": round(child["seconds"], 3),
+            "rows_per_s": round(child["rows"] / child["seconds"]),
+            # CPU seconds of the extract process (without the database server's on
+            # PostgreSQL): a figure that a loaded machine distorts less than wall time
+            "cpu_seconds": round(child["cpu"], 3),
+            "rows_per_cpu_s": round(child["rows"] / max(child["cpu"], 1e-9)),
+            "peak_rss_mb": round(child["peak"], 1),
+            "load": [round(x, 2) for x in os.getloadavg()],
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
