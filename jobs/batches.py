@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import math
 import os
-import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +33,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from jobs import faults
+from jobs.ids import batch_id_of, new_run_id, parse_batch_id
 from jobs.ledger.models import Batch, BatchState, Certificate
 from jobs.ledger.runs import ensure_run, ledger, record_step_time, update_counts
 from jobs.log import get_logger, mask_identity_numbers
@@ -56,7 +56,6 @@ STATE_AFTER = {
     "deliver": BatchState.DELIVERED,
 }
 TIMESTAMP_AFTER = {"sign": "signed_at", "render": "rendered_at", "deliver": "delivered_at"}
-BATCH_ID = re.compile(r"^(?P<run>.+)-b(?P<seq>\d{4,})$")
 SQL_CHUNK = 5000  # rows per executemany / IN (...) list
 
 
@@ -81,17 +80,6 @@ class LedgerMismatch(RuntimeError):
 
 
 # --------------------------------------------------------------------------- ids and sizes
-def batch_id_of(run_id: str, seq: int) -> str:
-    """The stable id of batch ``seq`` of ``run_id``."""
-    return f"{run_id}-b{seq:04d}"
-
-
-def parse_batch_id(batch_id: str) -> tuple[str, int]:
-    """``"<run>-b0003"`` → (run, 3); ValueError for anything else."""
-    m = BATCH_ID.match(batch_id or "")
-    if not m:
-        raise ValueError(f"invalid batch id {batch_id!r}: expected '<run id>-b<sequence>'")
-    return m["run"], int(m["seq"])
 
 
 def batch_size_for(rows: int, settings: Settings) -> int:
@@ -976,7 +964,7 @@ def bench(n: int, settings: Settings | None = None) -> dict[str, Any]:
     in the key folder when there are none (file provider)."""
     import secrets
 
-    from jobs.ledger.runs import finish_run, new_run_id, start_run
+    from jobs.ledger.runs import finish_run, start_run
 
     s = settings or get_settings()
     if s.key_provider == "file" and not (s.resolved_key_dir() / "dsc.pem").exists():

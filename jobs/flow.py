@@ -7,12 +7,13 @@ may retry it and operations may rerun it. Step durations are recorded in the led
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from jobs.ids import airflow_run_id as airflow_run_id  # public in flow: the DAGs call it there
+from jobs.ids import new_run_id
 from jobs.log import get_logger
 from jobs.settings import Settings, get_settings
 
@@ -23,16 +24,6 @@ log = get_logger(__name__)
 REFUSING_STEPS = ("map", "dcc_payload", "sign", "signed_batch")
 # The run-level steps a complete run has passed (recorded in Run.step_seconds on success).
 RUN_STEPS = ("extract", "validate_nvr_extract", "map", "validate_dcc_payload", "plan")
-
-
-def airflow_run_id(dag_run_id: str) -> str:
-    """A bevis run id derived deterministically from an Airflow dag_run id, safe in paths:
-    a retried ``begin`` task finds the same run."""
-    import hashlib
-
-    digest = hashlib.sha256(dag_run_id.encode()).hexdigest()[:8]
-    stem = re.sub(r"[^0-9A-Za-z]+", "", dag_run_id.split("__")[-1])[:15]
-    return f"af{stem}-{digest}"
 
 
 @contextmanager
@@ -53,7 +44,7 @@ def begin(
 ) -> str:
     """Migrate the databases and open the run in the ledger (idempotent)."""
     from jobs.db import migrate_all
-    from jobs.ledger.runs import new_run_id, start_run
+    from jobs.ledger.runs import start_run
 
     s = settings or get_settings()
     migrate_all(s)

@@ -201,7 +201,7 @@ class AirflowClient:
     def find_dag_run(self, dag_id: str, run_id: str) -> str:
         """The Airflow dag_run_id of a bevis run: a run whose id or conf names it."""
         try:  # the DAG derives the bevis run id from the dag_run_id (jobs.flow)
-            from jobs.flow import airflow_run_id
+            from jobs.ids import airflow_run_id
         except ImportError:  # pragma: no cover
             airflow_run_id = None
         for dr in self.dag_runs(dag_id):

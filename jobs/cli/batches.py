@@ -362,8 +362,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def _rerun_via_airflow(
         ids: list[str], dag_id: str | None, dag_run_id: str | None, dry_run: bool, json_out: bool
     ) -> None:
-        from jobs.batches import parse_batch_id
         from jobs.cli.airflow_api import AirflowApiError, AirflowClient
+        from jobs.ids import parse_batch_id
         from jobs.settings import get_settings
 
         s = get_settings()

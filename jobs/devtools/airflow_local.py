@@ -84,7 +84,7 @@ def _child(dag_id: str, conf_json: str, result_path: str) -> int:
     """In the child: parse our DAG folder, run dag.test(), write the outcome."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from jobs.flow import airflow_run_id
+    from jobs.ids import airflow_run_id
 
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
     if bag.import_errors:

@@ -9,39 +9,21 @@ started in the same second never collide). Every function is idempotent.
 from __future__ import annotations
 
 import contextlib
-import re
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 
+from jobs.ids import check_run_id, new_run_id
 from jobs.ledger.models import Batch, BatchState, Certificate, Run, RunState
 from jobs.log import get_logger
 from jobs.settings import Settings, get_settings
 
 log = get_logger(__name__)
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-
 
 class UnknownRun(LookupError):
     """The run id is not in the ledger."""
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """A fresh run id, safe in file names and sortable by start time."""
-    t = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{t:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"  # 32 bits: no collision within a second
-
-
-def check_run_id(run_id: str) -> str:
-    """Refuse run ids that would be unsafe as a folder name or too long for the ledger."""
-    if not RUN_ID.match(run_id or "") or ".." in run_id:
-        raise ValueError(
-            f"invalid run id {run_id!r}: use letters, digits, '-', '_' and '.' (at most 63)"
-        )
-    return run_id
 
 
 def ledger(settings: Settings | None = None) -> Engine:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import hashlib
 import io
 import json
 import random
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.errors import MailboxUnavailable, Refusal
+from jobs.ids import idempotency_key, pdf_name, run_of
 from jobs.log import get_logger, mask_identity_numbers
 from jobs.settings import Settings, get_settings
 
@@ -44,11 +44,6 @@ BODY = (
 )
 ATTACHMENT_NAME = "covidintyg.pdf"
 FILE_MODE = 0o600
-
-
-def idempotency_key(uvci: str) -> str:
-    """The same key for every attempt to deliver one certificate, in any run."""
-    return "bevis-" + hashlib.sha256(uvci.encode("utf-8")).hexdigest()[:40]
 
 
 def parse_windows(specs: Sequence[str]) -> list[tuple[datetime, datetime]]:
@@ -264,7 +259,6 @@ class Courier:
             SecureMessage,
             TransientError,
         )
-        from jobs.steps.render import pdf_name
 
         key = idempotency_key(item.uvci)
         op = reach.operator
@@ -394,7 +388,6 @@ def _pending_items(
 
     from jobs.db import engine
     from jobs.ledger.models import Certificate, Delivery, DeliveryStatus, Outcome
-    from jobs.steps.render import run_of
     from jobs.storage import RunPaths
 
     url = settings.resolved_ledger_url()
@@ -453,7 +446,7 @@ def _pending_items(
 def _ensure_pdfs(batch_id: str, items: Sequence[Item], settings: Settings) -> Path:
     """Render the PDFs that are missing (render is idempotent; a rerun of deliver after a
     lost folder must not fail)."""
-    from jobs.steps.render import batch_items, pdf_name, render_items, run_of
+    from jobs.steps.render import batch_items, render_items
     from jobs.storage import RunPaths
 
     pdf_dir = RunPaths.of(run_of(batch_id), settings).pdf_dir(batch_id)
@@ -610,7 +603,6 @@ def write_print_queue(batch_id: str, settings: Settings | None = None) -> int:
     from jobs.db import engine
     from jobs.ledger.models import Certificate, Outcome
     from jobs.steps.pdf import PostalAddress, print_pdf, view_of
-    from jobs.steps.render import pdf_name, run_of
     from jobs.storage import RunPaths, atomic_path, write_text_atomic
 
     s = settings or get_settings()

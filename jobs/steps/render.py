@@ -13,7 +13,6 @@ again on the rerun.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zlib
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.ids import pdf_name, run_of
 from jobs.log import get_logger
 from jobs.settings import Settings, get_settings
 from jobs.storage import RunPaths
@@ -47,11 +47,6 @@ class RenderItem:
     hc1: str
     exp: int | None
     payload_json: str | None  # None: decode from the HC1
-
-
-def pdf_name(uvci: str) -> str:
-    """The PDF file name of a certificate: a hash of its UVCI (no personal data)."""
-    return hashlib.sha256(uvci.encode("utf-8")).hexdigest()[:32] + ".pdf"
 
 
 def _b45decode(text: str) -> bytes:
@@ -179,14 +174,6 @@ def render_file(
 ) -> dict[str, Any]:
     """Render every certificate of a ``bevis sign`` JSON-lines file into ``out_dir``."""
     return render_items(read_certs_jsonl(Path(certs_jsonl)), Path(out_dir), settings, workers)
-
-
-def run_of(batch_id: str) -> str:
-    """The run id of a batch id (``f"{run_id}-b{seq:04d}"``)."""
-    run_id, sep, seq = batch_id.rpartition("-b")
-    if not sep or not run_id or not seq.isdigit():
-        raise ValueError(f"invalid batch id {batch_id!r}")
-    return run_id
 
 
 def batch_items(batch_id: str, settings: Settings | None = None) -> list[RenderItem]:

@@ -513,7 +513,8 @@ def _validate_signed_batch(batch_id: str, s: Settings) -> ValidationResult:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from data_quality.runner import docs_index, run_suite
-    from jobs.batches import parse_batch_id, verify_many
+    from jobs.batches import verify_many
+    from jobs.ids import parse_batch_id
     from jobs.ledger import quarantine
     from signing.keys import load_signer
 
