@@ -30,7 +30,7 @@ from dags._common import DEFAULT_ARGS, ISSUANCE_LEDGER
 def dcc_reporting():
     @task
     def refresh() -> None:
-        from jobs.reporting.publish import refresh as do_refresh
+        from jobs.reporting.tables import refresh as do_refresh
 
         do_refresh()
 

@@ -123,7 +123,7 @@ def finish(run_id: str, dry_run: bool = False, settings: Settings | None = None)
     else:
         finish_run(run_id, RunState.SUCCEEDED, settings=s)
     try:
-        from jobs.reporting.publish import refresh
+        from jobs.reporting.tables import refresh
 
         refresh(settings=s)
     except ModuleNotFoundError:  # reporting not installed in this deployment

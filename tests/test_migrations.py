@@ -14,7 +14,7 @@ def _differences(url: str) -> dict[str, list]:
 
     from jobs.db import engine
     from jobs.ledger.models import LedgerBase
-    from jobs.reporting.publish import ReportingBase
+    from jobs.reporting.tables import ReportingBase
     from jobs.sources.models import SourcesBase
 
     out = {}

@@ -18,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from jobs.reporting.publish import build_report, synthetic_ledger
+from jobs.devtools.synthetic_ledger import synthetic_ledger
+from jobs.reporting.publish import build_report
 from jobs.settings import get_settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -16,20 +16,17 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
 from jobs.db import engine
+from jobs.devtools.synthetic_ledger import synthetic_ledger
 from jobs.ledger.models import Certificate, Delivery, QuarantineEntry
-from jobs.reporting.publish import (
-    NO_OPERATOR,
-    PENDING,
-    UNKNOWN,
+from jobs.reporting.publication import NO_OPERATOR, PENDING, UNKNOWN
+from jobs.reporting.publish import build_report, publish
+from jobs.reporting.tables import (
     DeliveryFact,
     IssuanceFact,
     PeopleFact,
     QuarantineFact,
     ReportingBase,
-    build_report,
-    publish,
     refresh,
-    synthetic_ledger,
 )
 from jobs.settings import get_settings
 from tests.test_reporting_aggregate import lp_ranges

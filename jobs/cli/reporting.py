@@ -61,7 +61,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         import tempfile
         import time
 
-        from jobs.reporting.publish import build_report, publish, refresh, synthetic_ledger
+        from jobs.devtools.synthetic_ledger import synthetic_ledger
+        from jobs.reporting.publish import build_report, publish
+        from jobs.reporting.tables import refresh
         from jobs.settings import get_settings
 
         with tempfile.TemporaryDirectory(prefix="bevis-bench-report-") as tmp:

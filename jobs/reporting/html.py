@@ -3,8 +3,8 @@
 Why self-contained: the report is mailed around and archived; it must open offline, years
 later, on a locked-down machine. So: no scripts at all, no web fonts (the system font
 stack), no images other than the inline SVG drawn here. Every figure comes from a
-:class:`jobs.reporting.publish.Publication`, i.e. after small-count suppression — this module never
-sees an unsuppressed count.
+:class:`jobs.reporting.publication.Publication`, i.e. after small-count suppression — this
+module never sees an unsuppressed count.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from jobs.reporting.publish import DIGITAL_REFERENCE, PENDING, Publication
+from jobs.reporting.publication import DIGITAL_REFERENCE, PENDING, Publication
 
 CHANNEL_COLOURS = {
     "DIGITAL": "#2563a6",
