@@ -16,12 +16,10 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from jobs.errors import DatabaseUnavailable as DatabaseUnavailable  # raised here; named by callers
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 DATABASES = ("sources", "ledger", "reporting")
-
-
-class DatabaseUnavailable(RuntimeError):
-    """The database cannot be reached or is not migrated; the message says which and why."""
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - trivial

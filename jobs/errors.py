@@ -1,22 +1,85 @@
-"""Error classes the scheduler's retry policy tells apart (dags/_common.py names them by
-dotted path, so this module must stay free of heavy imports).
+"""bevis' one error taxonomy. The scheduler's retry policy (dags/_common.py) is written
+against these classes, by dotted path, so this module stays free of heavy imports.
 
-Messages name records by order id or pseudonymous id only. A run-level data-quality failure
-is ``data_quality.RunGateFailed`` (re-exported here).
+    BevisError
+    ├── NotRetryable          the same input gives the same failure: fail at once
+    │   ├── Refusal           refused by the schema, the value sets or a policy
+    │   ├── LedgerMismatch    the ledger and a batch's files disagree
+    │   ├── InputMissing      a step's input file is not there (an earlier step must run)
+    │   ├── UnknownRun / UnknownBatch
+    │   └── StepOutOfOrder
+    └── Retryable             a passing condition: retry later
+        ├── MailboxUnavailable  the operator (or FaR) is down or in a service window
+        ├── DatabaseUnavailable a database cannot be reached
+        └── BatchBusy           another live process works on the batch
+
+A run-level data-quality failure is ``data_quality.RunGateFailed`` (data_quality cannot
+import jobs; the policy names it beside NotRetryable). Messages name records by order id
+or pseudonymous id and the field, never the value.
 """
 
 from data_quality import RunGateFailed
 
-__all__ = ["BevisError", "MailboxUnavailable", "Refusal", "RunGateFailed"]
+__all__ = [
+    "BatchBusy",
+    "BevisError",
+    "DatabaseUnavailable",
+    "InputMissing",
+    "LedgerMismatch",
+    "MailboxUnavailable",
+    "NotRetryable",
+    "Refusal",
+    "Retryable",
+    "RunGateFailed",
+    "StepOutOfOrder",
+    "UnknownBatch",
+    "UnknownRun",
+]
 
 
 class BevisError(Exception):
     """Base of bevis' own errors."""
 
 
-class Refusal(BevisError):
-    """A record or batch refused by the schema, the value sets or a policy: fail at once."""
+class NotRetryable(BevisError):
+    """Retrying cannot change the outcome: the scheduler fails the task at once."""
 
 
-class MailboxUnavailable(BevisError):
+class Retryable(BevisError):
+    """A passing condition: the scheduler retries with backoff."""
+
+
+class Refusal(NotRetryable):
+    """A record or batch refused by the schema, the value sets or a policy."""
+
+
+class LedgerMismatch(NotRetryable):
+    """The ledger and the batch's files disagree in a way a rerun must not paper over."""
+
+
+class InputMissing(NotRetryable, FileNotFoundError):
+    """A step's input is not there: the step before it must run first."""
+
+
+class UnknownRun(NotRetryable, LookupError):
+    """The run id is not in the ledger."""
+
+
+class UnknownBatch(NotRetryable, LookupError):
+    """The batch id is not in the ledger."""
+
+
+class StepOutOfOrder(NotRetryable):
+    """A step was asked for before the step it depends on."""
+
+
+class MailboxUnavailable(Retryable):
     """The mailbox operator (or FaR) is down or in a service window: retry later."""
+
+
+class DatabaseUnavailable(Retryable):
+    """A database cannot be reached (the message names the URL, password masked)."""
+
+
+class BatchBusy(Retryable):
+    """Another live process is working on the batch."""

@@ -4,15 +4,14 @@ state machine with the render and deliver steps where they are installed."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 
-import pytest
 import structlog
 from typer.testing import CliRunner
 
 from jobs import batches
 from jobs.cli import app
+from jobs.ledger import queries
 from jobs.ledger.runs import finish_run
 from tests.test_batches_support import (  # noqa: F401  (fixtures)
     batch_env_fixture,
@@ -71,11 +70,6 @@ def test_runs_and_batches_commands(batch_env) -> None:
     assert _cli(["certificates", "show", "URN:UVCI:01:SE:EHM/NONE"]).exit_code == 1
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("jobs.steps.render") is None
-    or importlib.util.find_spec("jobs.steps.deliver") is None,
-    reason="render/deliver steps not installed",
-)
 def test_full_state_machine_with_render_and_deliver(batch_env, monkeypatch, request) -> None:
     """PLANNED → SIGNED → RENDERED → DELIVERED; a render fault fails batch 1 alone in
     render; rerun --failed runs exactly render and deliver for it."""
@@ -98,7 +92,7 @@ def test_full_state_machine_with_render_and_deliver(batch_env, monkeypatch, requ
                 failures.append((bid, step, type(exc).__name__))
                 break
     assert failures == [(ids[1], "render", "FaultInjected")]
-    states = {b.id: (b.state.value, b.failed_step) for b in batches.batches_of(rid)}
+    states = {b.id: (b.state.value, b.failed_step) for b in queries.batches_of(rid)}
     assert states == {ids[0]: ("DELIVERED", None), ids[1]: ("FAILED", "render")}
     assert batches.run_step(ids[0], "deliver")["skipped"] is True
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from jobs import batches, faults
+from jobs import batches, faults, flow
 from jobs.cli import app
 from jobs.ledger.models import Batch, BatchState
 from jobs.ledger.runs import ledger
@@ -167,7 +167,7 @@ def test_fault_kill_mode_leaves_an_interrupted_batch(batch_env, monkeypatch) -> 
     assert proc.returncode == -signal.SIGKILL
     assert batches.reap_interrupted(rid) == [ids[0]]
     assert batches.reap_interrupted(rid) == []
-    results = batches.rerun(ids, through="sign")
+    results = flow.rerun(ids, through="sign")
     assert [r["ok"] for r in results] == [True, True]
     assert_run_consistent(rid, 120)
 
@@ -211,7 +211,7 @@ def test_holder_on_another_host(batch_env) -> None:
     assert batches.reap_interrupted(rid) == []
     with pytest.raises(batches.BatchBusy, match="worker-elsewhere"):
         batches.run_step(bid, "sign", takeover=False)
-    [entry] = batches.rerun([bid], through="sign")
+    [entry] = flow.rerun([bid], through="sign")
     assert entry["ok"] is False and "BatchBusy" in entry["error"]
     assert batches.run_step(bid, "sign")["certificates"] == 10
     assert _batch(bid).running_step is None

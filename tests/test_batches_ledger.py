@@ -10,9 +10,12 @@ import pytest
 from sqlalchemy import select
 
 from jobs import batches
+from jobs.ids import new_run_id
+from jobs.ledger import queries
 from jobs.ledger.models import Batch, BatchState, Certificate, Run, RunState
-from jobs.ledger.runs import finish_run, ledger, new_run_id, record_step_time, start_run
+from jobs.ledger.runs import finish_run, ledger, record_step_time, start_run
 from jobs.settings import get_settings
+from jobs.steps import sign
 from jobs.storage import RunPaths
 from tests.test_batches_support import (  # noqa: F401  (fixtures)
     assert_run_consistent,
@@ -84,7 +87,7 @@ def test_batch_size_grows_to_respect_max_batches(batch_env, monkeypatch) -> None
     rid = make_run(95)
     ids = batches.plan(rid)
     assert len(ids) == 4
-    sizes = [b.size for b in batches.batches_of(rid)]
+    sizes = [b.size for b in queries.batches_of(rid)]
     assert sizes == [24, 24, 24, 23]
 
 
@@ -133,7 +136,7 @@ def test_database_enforces_one_certificate_per_order(batch_env, ledger_url: str)
     with pytest.raises(IntegrityError), ledger().begin() as conn:
         conn.execute(Certificate.__table__.insert(), [clone])
     with ledger().begin() as conn:
-        batches._insert_ignore(conn, [clone, row])
+        sign._insert_ignore(conn, [clone, row])
     certs = [c for c in ledger_certificates(rid) if c.order_id == first.order_id]
     assert [c.uvci for c in certs] == [first.uvci]
 

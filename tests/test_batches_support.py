@@ -44,8 +44,9 @@ def batch_env_fixture(bevis_env: Path, dev_keys: Path, monkeypatch: pytest.Monke
 
 def make_run(n: int, prefix: str = "T", seed: int = 0) -> str:
     """A run with ``n`` synthetic payloads in its folder (the map step's output)."""
-    from jobs.batches import synthetic_payloads
-    from jobs.ledger.runs import new_run_id, start_run
+    from jobs.devtools.synthetic import synthetic_payloads
+    from jobs.ids import new_run_id
+    from jobs.ledger.runs import start_run
     from jobs.storage import RunPaths, write_parquet_atomic
 
     run_id = start_run(new_run_id())
@@ -76,7 +77,7 @@ def assert_run_consistent(run_id: str, expected_orders: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs.batches import batches_of
+    from jobs.ledger.queries import batches_of
     from jobs.storage import RunPaths
     from signing.keys import load_signer
     from signing.verify import verify

@@ -68,7 +68,7 @@ def test_issue_in_process_matches_the_register(bevis_env, monkeypatch) -> None:
     from jobs.db import migrate_all
     from jobs.devtools.demo import Simulator
     from jobs.devtools.seed import seed
-    from jobs.issue import issue_run
+    from jobs.flow import issue_run
     from jobs.settings import get_settings
     from signing.keys import init_dev_keys
 

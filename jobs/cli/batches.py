@@ -129,8 +129,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         """One run: parameters, counts per state, step durations, errors of failed batches."""
         from sqlalchemy import select
 
-        from jobs.batches import batches_of, reap_interrupted
+        from jobs.batches import reap_interrupted
         from jobs.ledger.models import Run
+        from jobs.ledger.queries import batches_of
         from jobs.ledger.runs import ledger, run_counts
 
         reap_interrupted(run)
@@ -196,8 +197,9 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     ) -> None:
         """Batches with state, attempts, timings and errors. Batches whose worker was killed
         mid-step are marked failed (interrupted) first."""
-        from jobs.batches import batches_of, reap_interrupted
+        from jobs.batches import reap_interrupted
         from jobs.ledger.models import BatchState
+        from jobs.ledger.queries import batches_of
 
         try:
             states = [BatchState(s.upper()).value for s in state]
@@ -278,14 +280,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         have Airflow do it (--via-airflow). A run that had ended and now has every batch
         delivered is closed (orders fulfilled, state from the ledger). Exit 1 when a batch
         still fails."""
-        from jobs.batches import (
-            STEPS,
-            batches_of,
-            close_finished_runs,
-            parse_batch_id,
-            reap_interrupted,
-            rerun,
-        )
+        from jobs.batches import STEPS, reap_interrupted
+        from jobs.flow import close_finished_runs, rerun
+        from jobs.ids import parse_batch_id
+        from jobs.ledger.queries import batches_of
 
         if bool(batch_ids) == failed:
             _fail("name batch ids or pass --failed (not both)")
@@ -493,7 +491,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     ) -> None:
         """Sign N synthetic certificates through plan + sign (ledger, files, verification);
         the JSON summary is the last line."""
-        from jobs.batches import bench as run_bench
+        from jobs.devtools.bench_batches import bench as run_bench
         from jobs.settings import get_settings
 
         overrides: dict[str, Any] = {"batch_size": batch_size}

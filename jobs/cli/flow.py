@@ -74,7 +74,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     ) -> None:
         """Run the issuance flow in this process, without Airflow (the same functions the
         DAG's tasks call) — for operations when the scheduler is down."""
-        from jobs.issue import issue_run
+        from jobs.flow import issue_run
 
         summary = issue_run(run_id=run, limit=limit, batch_size=batch_size)
         if json_out:

@@ -94,7 +94,7 @@ def _prepare_payloads(data_dir: str, run_id: str, rows: int, seed: int) -> None:
     import pyarrow as pa
 
     from data_quality.uvci import check_character
-    from jobs.batches import synthetic_payloads
+    from jobs.devtools.synthetic import synthetic_payloads
     from jobs.settings import get_settings
     from jobs.storage import RunPaths, write_parquet_atomic
 
@@ -114,7 +114,7 @@ def _prepare_payloads(data_dir: str, run_id: str, rows: int, seed: int) -> None:
 
 
 def bench_dcc_payload(rows: int, seed: int = 0) -> str:
-    """Validate ``rows`` synthetic payloads (jobs.batches.synthetic_payloads: few distinct
+    """Validate ``rows`` synthetic payloads (jobs.devtools.synthetic.synthetic_payloads: few distinct
     names, so the leaf memo hits more often than on a real register) with dcc_payload."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations  # noqa: F401

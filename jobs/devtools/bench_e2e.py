@@ -14,8 +14,7 @@ def bench_e2e(orders: int, out: Path, batch_size: int = 5000, airflow: bool = Tr
     from jobs.devtools import airflow_local
     from jobs.devtools.demo import Simulator, prepare_out
     from jobs.devtools.seed import seed as seed_register
-    from jobs.flow import run_summary
-    from jobs.issue import issue_run
+    from jobs.flow import issue_run, run_summary
     from jobs.settings import get_settings
     from signing.keys import init_dev_keys
 

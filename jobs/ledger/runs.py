@@ -14,16 +14,13 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 
+from jobs.errors import UnknownRun
 from jobs.ids import check_run_id, new_run_id
 from jobs.ledger.models import Batch, BatchState, Certificate, Run, RunState
 from jobs.log import get_logger
 from jobs.settings import Settings, get_settings
 
 log = get_logger(__name__)
-
-
-class UnknownRun(LookupError):
-    """The run id is not in the ledger."""
 
 
 def ledger(settings: Settings | None = None) -> Engine:

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from jobs.errors import InputMissing
 from jobs.log import get_logger
 from jobs.settings import Settings, get_settings
 from jobs.storage import RunPaths, write_parquet_atomic, write_text_atomic
@@ -22,7 +23,7 @@ log = get_logger(__name__)
 STEP = "map"
 
 
-class MappingInputMissing(RuntimeError):
+class MappingInputMissing(InputMissing):
     """The run has no validated extract to map."""
 
 

@@ -513,9 +513,9 @@ def _validate_signed_batch(batch_id: str, s: Settings) -> ValidationResult:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from data_quality.runner import docs_index, run_suite
-    from jobs.batches import verify_many
     from jobs.ids import parse_batch_id
     from jobs.ledger import quarantine
+    from jobs.steps.sign import verify_many
     from signing.keys import load_signer
 
     t0 = time.perf_counter()
