@@ -8,13 +8,13 @@ may retry it and operations may rerun it. Step durations are recorded in the led
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from jobs.ids import airflow_run_id as airflow_run_id  # public in flow: the DAGs call it there
-from jobs.ids import new_run_id
-from jobs.log import get_logger
+from jobs.ids import new_run_id, parse_batch_id
+from jobs.log import get_logger, mask_identity_numbers
 from jobs.settings import Settings, get_settings
 
 log = get_logger(__name__)
@@ -122,12 +122,9 @@ def finish(run_id: str, dry_run: bool = False, settings: Settings | None = None)
         finish_run(run_id, RunState.FAILED, error=error, settings=s)
     else:
         finish_run(run_id, RunState.SUCCEEDED, settings=s)
-    try:
-        from jobs.reporting.tables import refresh
+    from jobs.reporting.tables import refresh
 
-        refresh(settings=s)
-    except ModuleNotFoundError:  # reporting not installed in this deployment
-        pass
+    refresh(settings=s)
     summary = run_summary(run_id, s)
     summary.pop("issued_order_ids")
     return summary
@@ -248,3 +245,153 @@ STEPS: dict[str, Callable[..., Any]] = {
     "batch_step": batch_step,
     "finish": finish,
 }
+
+
+# --------------------------------------------------------------------------- reruns
+def rerun(
+    batch_ids: Sequence[str],
+    settings: Settings | None = None,
+    on_step: Callable[[str, str], None] | None = None,
+    validate_signed: bool = True,
+    through: str | None = None,
+    takeover: bool = False,
+) -> list[dict[str, Any]]:
+    """Run the missing steps of each batch directly (the CLI's ``batches rerun``), with the
+    signed_batch suite after sign as in the DAG, up to and including ``through``
+    (default: every step). Goes on with the next batch when
+    one fails; each result says what happened."""
+    from sqlalchemy import select
+
+    from jobs.batches import STEP_RANK, STEPS, missing_steps, run_step
+    from jobs.ledger.models import Batch
+    from jobs.ledger.runs import ledger
+
+    s = settings or get_settings()
+    eng = ledger(s)
+    steps_here = list(STEPS)
+    if through is not None:
+        if through not in STEPS:
+            raise ValueError(f"unknown step {through!r}; expected one of {', '.join(STEPS)}")
+        steps_here = [st for st in steps_here if STEP_RANK[st] <= STEP_RANK[through]]
+    results = []
+    for bid in batch_ids:
+        with eng.connect() as conn:
+            row = conn.execute(
+                select(Batch.state, Batch.failed_step).where(Batch.id == bid)
+            ).first()
+        if row is None:
+            results.append(
+                {"batch_id": bid, "ok": False, "error": f"batch {bid} is not in the ledger"}
+            )
+            continue
+        todo = [st for st in missing_steps(row.state, row.failed_step) if st in steps_here]
+        done: list[str] = []
+        entry: dict[str, Any] = {"batch_id": bid, "ok": True, "steps": done}
+        for st in todo:
+            if on_step:
+                on_step(bid, st)
+            try:
+                run_step(bid, st, s, takeover=takeover)
+            except Exception as exc:
+                entry.update(
+                    ok=False,
+                    failed_step=st,
+                    error=mask_identity_numbers(f"{type(exc).__name__}: {exc}"),
+                )
+                break
+            done.append(st)
+            if st == "sign" and validate_signed:
+                try:
+                    _validate_signed(bid, s)
+                except Exception as exc:
+                    entry.update(
+                        ok=False,
+                        failed_step="signed_batch",
+                        error=mask_identity_numbers(f"{type(exc).__name__}: {exc}"),
+                    )
+                    break
+        with eng.connect() as conn:
+            entry["state"] = (
+                conn.execute(select(Batch.state).where(Batch.id == bid)).scalar_one().value
+            )
+        results.append(entry)
+    return results
+
+
+def close_finished_runs(run_ids: Iterable[str], settings: Settings | None = None) -> list[str]:
+    """After reruns: close runs that had already ended (not RUNNING — the DAG's finish task
+    has run) and whose batches are now all DELIVERED, through ``jobs.flow.finish`` (orders
+    fulfilled, run state from the ledger, reporting refreshed). Returns the closed runs."""
+    from sqlalchemy import select
+
+    from jobs.ledger.models import Batch, BatchState, Run, RunState
+    from jobs.ledger.runs import ledger
+
+    s = settings or get_settings()
+    closed = []
+    for run_id in sorted(set(run_ids)):
+        with ledger(s).connect() as conn:
+            state = conn.execute(select(Run.state).where(Run.id == run_id)).scalar_one_or_none()
+            states = set(conn.execute(select(Batch.state).where(Batch.run_id == run_id)).scalars())
+        if state in (None, RunState.RUNNING) or states != {BatchState.DELIVERED}:
+            continue
+        finish(run_id, settings=s)
+        closed.append(run_id)
+    return closed
+
+
+def _validate_signed(batch_id: str, settings: Settings) -> None:
+    """The signed_batch data-quality suite, as the DAG runs it after sign."""
+    from jobs.steps.validate import validate as do_validate
+
+    run_id, _ = parse_batch_id(batch_id)
+    do_validate(run_id, "signed_batch", settings=settings, batch_id=batch_id)
+
+
+# --------------------------------------------------------------------------- bevis issue
+def issue_run(
+    run_id: str | None = None,
+    limit: int | None = None,
+    batch_size: int | None = None,
+    settings: Settings | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run (or finish) one issuance run; returns its summary."""
+    s = settings or get_settings()
+    if batch_size:
+        s = s.model_copy(update={"batch_size": batch_size})
+    run_id = begin(run_id, {"limit": limit, "batch_size": s.batch_size, "via": "cli"}, s)
+    error: Exception | None = None
+    try:
+        extract(run_id, limit=limit, settings=s)
+        validate(run_id, "nvr_extract", settings=s)
+        map_payloads(run_id, settings=s)
+        validate(run_id, "dcc_payload", settings=s)
+        batch_ids = plan(run_id, settings=s)
+        _run_batches(batch_ids, s, progress)
+    except Exception as exc:  # recorded on the run; the summary says what happened
+        error = exc
+        record_failure(run_id, f"{type(exc).__name__}: {exc}", s)
+    summary = finish(run_id, settings=s)
+    if error is not None:
+        summary["state"] = "FAILED"
+        summary["error"] = f"{type(error).__name__}: {error}"
+    return summary
+
+
+def _run_batches(batch_ids: list[str], s: Settings, progress: bool) -> None:
+    from rich.progress import Progress
+
+    steps = ("sign", "render", "deliver")
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("batches", total=len(batch_ids) * len(steps))
+        failures = []
+        for batch_id in batch_ids:
+            try:
+                for step in steps:
+                    batch_step(batch_id, step, settings=s)
+                    bar.advance(task)
+            except Exception as exc:  # the batch is FAILED in the ledger; go on with others
+                failures.append(f"{batch_id}: {type(exc).__name__}: {exc}")
+        if failures:
+            raise RuntimeError(f"{len(failures)} batch(es) failed: " + "; ".join(failures[:5]))
