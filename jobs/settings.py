@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from signing.keys import KeySource
 
 DEV_PSEUDONYM_KEY = "bevis-development-pseudonym-key-not-for-production"
 
@@ -134,6 +137,20 @@ class Settings(BaseSettings):
 
     def resolved_workers(self) -> int:
         return self.workers or max(1, len(os.sched_getaffinity(0)))
+
+    def key_source(self) -> KeySource:
+        """The signing key source these settings configure (signing knows no settings)."""
+        from signing.keys import KeySource
+
+        return KeySource(
+            provider=self.key_provider,
+            key_dir=self.resolved_key_dir(),
+            passphrase=self.key_passphrase.get_secret_value() if self.key_passphrase else None,
+            pkcs11_module=self.pkcs11_module,
+            token_label=self.pkcs11_token_label,
+            pin=self.pkcs11_pin.get_secret_value(),
+            key_label=self.pkcs11_key_label,
+        )
 
 
 def get_settings(**overrides: object) -> Settings:

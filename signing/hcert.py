@@ -2,7 +2,7 @@
 
 One certificate costs a few tens of µs on one core, most of it ECDSA; ``sign_many`` spreads
 large chunks over a process pool in which every worker opens its own signer from the
-settings (a PKCS#11 session cannot cross a fork, and a key object cannot be pickled).
+its key source (a PKCS#11 session cannot cross a fork, and a key object cannot be pickled).
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from signing.cwt import encode_claims
 from signing.dcc import issuance_problems
 
 if TYPE_CHECKING:
-    from jobs.settings import Settings
-    from signing.keys import Signer
+    from signing.keys import KeySource, Signer
 
 PREFIX = "HC1:"
 DAY = 86400
@@ -131,7 +130,7 @@ def issue(payload: dict[str, Any], signer: Signer, *, iat: int, exp: int, iss: s
 _worker_signer: Signer | None = None
 
 
-def _init_worker(settings: Settings | None, environ: dict[str, str]) -> None:
+def _init_worker(source: KeySource, environ: dict[str, str]) -> None:
     """Open this worker's own signer. The caller's environment comes along explicitly:
     the forkserver may have been started earlier, with another environment, and a
     PKCS#11 module reads its configuration (e.g. SOFTHSM2_CONF) from it."""
@@ -141,7 +140,7 @@ def _init_worker(settings: Settings | None, environ: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update(environ)
 
-    _worker_signer = load_signer(settings)
+    _worker_signer = load_signer(source)
 
 
 def _sign_chunk(args: tuple[Sequence[dict[str, Any] | str], int, int, str, bool]) -> list[Any]:
@@ -204,23 +203,21 @@ def _run(
     payloads: Sequence[dict[str, Any] | str],
     iat: int,
     exp: int,
-    settings: Settings | None,
+    keys: KeySource,
+    iss: str,
     workers: int | None,
     chunk_size: int | None,
     checked: bool,
 ) -> list[Any]:
-    from jobs.settings import get_settings
     from signing.keys import load_signer
 
-    s = settings or get_settings()
-    iss = s.issuer_country
-    signer = load_signer(s)  # fail fast, in the caller, on missing keys or bad validity
+    signer = load_signer(keys)  # fail fast, in the caller, on missing keys or bad validity
     iat, exp = int(iat), int(exp)
     _check(signer, iat, exp)
     payloads = list(payloads)
     n = len(payloads)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = max(1, min(workers or s.resolved_workers(), cores or 1))
+    workers = max(1, min(workers or cores or 1, cores or 1))
     if workers == 1 or n < 512:
         global _worker_signer
         previous, _worker_signer = _worker_signer, signer
@@ -234,12 +231,12 @@ def _run(
     size = chunk_size or max(256, -(-n // (workers * 4)))
     chunks = [(payloads[i : i + size], iat, exp, iss, checked) for i in range(0, n, size)]
     out: list[Any] = []
-    ctx = _context(s.key_provider)
+    ctx = _context(keys.provider)
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=ctx,
         initializer=_init_worker,
-        initargs=(s, dict(os.environ)),
+        initargs=(keys, dict(os.environ)),
     ) as pool:
         with _main_not_rerun(ctx.get_start_method() != "fork"):
             results = pool.map(_sign_chunk, chunks)  # submits all: every worker starts here
@@ -273,14 +270,16 @@ def sign_many(
     *,
     iat: int,
     exp: int,
-    settings: Settings | None = None,
+    keys: KeySource,
+    iss: str = "SE",
     workers: int | None = None,
     chunk_size: int | None = None,
 ) -> list[str]:
     """HC1 strings for ``payloads`` (dicts or their JSON text, already vetted), in order,
-    over a process pool of ``workers`` (default: settings.workers or all cores) with large
+    signed with the signer of ``keys`` under issuer country ``iss``, over a process pool of
+    ``workers`` (default: all cores) with large
     chunks. Fewer than 512 payloads or one worker → in-process."""
-    return _run(payloads, iat, exp, settings, workers, chunk_size, checked=False)
+    return _run(payloads, iat, exp, keys, iss, workers, chunk_size, checked=False)
 
 
 def sign_checked(
@@ -288,11 +287,12 @@ def sign_checked(
     *,
     iat: int,
     exp: int,
-    settings: Settings | None = None,
+    keys: KeySource,
+    iss: str = "SE",
     workers: int | None = None,
     chunk_size: int | None = None,
 ) -> list[tuple[str | None, list[str]]]:
     """Like :func:`sign_many`, but each payload is first vetted (JSON, schema by ``ver``,
     active value sets): per payload ``(hc1, [])`` or ``(None, reasons)``. The vetting runs
     in the workers too, so it scales with the cores like the signing."""
-    return _run(payloads, iat, exp, settings, workers, chunk_size, checked=True)
+    return _run(payloads, iat, exp, keys, iss, workers, chunk_size, checked=True)

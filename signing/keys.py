@@ -16,16 +16,13 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
-
-if TYPE_CHECKING:
-    from jobs.settings import Settings
 
 # Extended key usage OIDs that restrict a DSC to certificate types. Both arcs are in use:
 # the specification's 1.3.6.1.4.1.1847.2021.1.x and the 1.3.6.1.4.1.0.1847.2021.1.x that
@@ -204,21 +201,32 @@ def pkcs11_signer(
     return signer
 
 
-def load_signer(settings: Settings | None = None) -> Signer:
-    """The active signer as the settings configure it (``key_provider`` file | pkcs11)."""
-    from jobs.settings import get_settings
+@dataclass(frozen=True)
+class KeySource:
+    """Where the active signer comes from: a PEM key folder or a PKCS#11 token. Plain and
+    picklable, so that each signing worker opens its own signer (a token session cannot
+    cross a fork); the secrets stay out of its repr."""
 
-    s = settings or get_settings()
-    if s.key_provider == "pkcs11":
+    provider: Literal["file", "pkcs11"] = "file"
+    key_dir: Path = Path("keys")
+    passphrase: str | None = field(default=None, repr=False)
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    token_label: str = "bevis"
+    pin: str = field(default="", repr=False)
+    key_label: str = "dsc"
+
+
+def load_signer(source: KeySource) -> Signer:
+    """The active signer of ``source`` (``provider`` file | pkcs11)."""
+    if source.provider == "pkcs11":
         return pkcs11_signer(
-            s.pkcs11_module,
-            s.pkcs11_token_label,
-            s.pkcs11_pin.get_secret_value(),
-            s.pkcs11_key_label,
-            key_dir=s.resolved_key_dir(),
+            source.pkcs11_module,
+            source.token_label,
+            source.pin,
+            source.key_label,
+            key_dir=source.key_dir,
         )
-    passphrase = s.key_passphrase.get_secret_value() if s.key_passphrase else None
-    return file_signer(s.resolved_key_dir(), passphrase)
+    return file_signer(source.key_dir, source.passphrase)
 
 
 # --- development keys -------------------------------------------------------------------
@@ -320,20 +328,20 @@ def init_dev_keys(
     country: str = "SE",
     passphrase: str | None = None,
     force: bool = False,
-    settings: Settings | None = None,
+    source: KeySource | None = None,
     now: dt.datetime | None = None,
 ) -> bytes:
     """Make a development CSCA and DSC in ``directory`` and return the DSC's kid.
 
     Idempotent: existing keys are kept (their kid returned) unless ``force``. With
-    ``settings.key_provider == "pkcs11"`` the DSC key pair is generated ON the token
+    ``source.provider == "pkcs11"`` the DSC key pair is generated ON the token
     (non-extractable) and only the certificates are written here."""
     directory = Path(directory)
     if not directory.exists():
         directory.mkdir(parents=True)
         os.chmod(directory, 0o700)  # a new key folder is private; key files are 0600 anyway
     dsc_path = directory / DSC_FILE
-    pkcs11 = settings is not None and settings.key_provider == "pkcs11"
+    pkcs11 = source is not None and source.provider == "pkcs11"
     if dsc_path.is_file() and not force:
         existing = x509.load_pem_x509_certificate(dsc_path.read_bytes())
         if pkcs11 or (directory / DSC_KEY_FILE).is_file():
@@ -349,8 +357,8 @@ def init_dev_keys(
     _write_private(directory / CSCA_KEY_FILE, csca_key.private_bytes(*pem_private))
     _write_public(directory / CSCA_FILE, csca.public_bytes(serialization.Encoding.PEM))
     if pkcs11:
-        assert settings is not None
-        public_key = _pkcs11_generate(settings)
+        assert source is not None
+        public_key = _pkcs11_generate(source)
     else:
         dsc_key = ec.generate_private_key(ec.SECP256R1())
         public_key = dsc_key.public_key()
@@ -360,16 +368,14 @@ def init_dev_keys(
     return kid_of(dsc)
 
 
-def _pkcs11_generate(settings: Settings) -> Any:
+def _pkcs11_generate(source: KeySource) -> Any:
     """Generate a P-256 key pair on the token (replacing one with the same label) and
     return its public key."""
     from pkcs11 import Attribute, KeyType, ObjectClass
     from pkcs11.util.ec import encode_named_curve_parameters
 
-    label = settings.pkcs11_key_label
-    session = _pkcs11_session(
-        settings.pkcs11_module, settings.pkcs11_token_label, settings.pkcs11_pin.get_secret_value()
-    )
+    label = source.key_label
+    session = _pkcs11_session(source.pkcs11_module, source.token_label, source.pin)
     for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE):
         for obj in list(session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label})):
             obj.destroy()

@@ -79,6 +79,7 @@ def assert_run_consistent(run_id: str, expected_orders: int) -> None:
 
     from jobs.ledger.queries import batches_of
     from jobs.storage import RunPaths
+    from jobs.settings import get_settings
     from signing.keys import load_signer
     from signing.verify import verify
 
@@ -94,7 +95,7 @@ def assert_run_consistent(run_id: str, expected_orders: int) -> None:
     assert len(certs) == expected_orders
     payload_orders = set(pq.read_table(paths.payloads)["order_id"].to_pylist())
     assert set(certs) == payload_orders
-    dsc = load_signer().dsc
+    dsc = load_signer(get_settings().key_source()).dsc
     for row in signed.to_pylist():
         c = certs[row["order_id"]]
         assert c.uvci == row["uvci"]

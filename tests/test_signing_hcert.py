@@ -88,7 +88,7 @@ def test_sign_many_pool_matches_and_verifies(keys: Path) -> None:
     signer = file_signer(keys)
     iat, exp = validity(signer, int(time.time()), 30)
     lines = [json.dumps(SAMPLES[i % len(SAMPLES)]) for i in range(600)]
-    pooled = sign_many(lines, iat=iat, exp=exp, settings=settings, workers=2, chunk_size=128)
+    pooled = sign_many(lines, iat=iat, exp=exp, keys=settings.key_source(), workers=2, chunk_size=128)
     assert len(pooled) == 600
     for i in (0, 1, 299, 599):  # order preserved; ECDSA is randomised, so compare content
         v = verify(pooled[i], trust=[signer.dsc])
@@ -108,7 +108,7 @@ def test_sign_checked_refuses_bad_payloads(keys: Path) -> None:
         [json.dumps(SAMPLES[0]), json.dumps(bad_schema), "{not json", inactive],
         iat=iat,
         exp=exp,
-        settings=get_settings(),
+        keys=get_settings().key_source(),
     )
     assert results[0][0] and results[0][1] == []
     assert results[1][0] is None and any("nam/fnt" in r for r in results[1][1])

@@ -76,7 +76,7 @@ def test_file_provider_with_passphrase(tmp_path: Path) -> None:
         file_signer(d)
     with pytest.raises(SigningKeyError, match="passphrase"):
         file_signer(d, "wrong")
-    signer = load_signer(get_settings(key_dir=d, key_passphrase="correct horse"))
+    signer = load_signer(get_settings(key_dir=d, key_passphrase="correct horse").key_source())
     assert signer.alg == "ES256" and signer.provider == "file"
     iat, exp = validity(signer, int(time.time()), 10)
     assert verify(issue(SAMPLE, signer, iat=iat, exp=exp), trust=[signer.dsc]).valid
@@ -168,9 +168,9 @@ def test_pkcs11_key_generated_on_token_signs_verifiable_hcerts(
     import pkcs11
 
     s = _hsm_settings(tmp_path / "keys")
-    kid = init_dev_keys(tmp_path / "keys", settings=s)
+    kid = init_dev_keys(tmp_path / "keys", source=s.key_source())
     assert not (tmp_path / "keys" / "dsc.key").exists()  # the private key never left the token
-    signer = load_signer(s)
+    signer = load_signer(s.key_source())
     assert signer.provider == "pkcs11" and signer.kid == kid and signer.alg == "ES256"
     key = signer._session.get_key(object_class=pkcs11.ObjectClass.PRIVATE_KEY, label="dsc")
     assert key[pkcs11.Attribute.SENSITIVE] and not key[pkcs11.Attribute.EXTRACTABLE]
@@ -184,11 +184,11 @@ def test_pkcs11_key_generated_on_token_signs_verifiable_hcerts(
 @pytest.mark.slow
 def test_pkcs11_sign_many_each_worker_opens_its_own_session(softhsm: Path, tmp_path: Path) -> None:
     s = _hsm_settings(tmp_path / "keys", label="pool")
-    init_dev_keys(tmp_path / "keys", settings=s)
+    init_dev_keys(tmp_path / "keys", source=s.key_source())
     dsc = x509.load_pem_x509_certificate((tmp_path / "keys" / "dsc.pem").read_bytes())
     iat = int(time.time())
     hc1s = sign_many(
-        [SAMPLE] * 600, iat=iat, exp=iat + 86400, settings=s, workers=2, chunk_size=150
+        [SAMPLE] * 600, iat=iat, exp=iat + 86400, keys=s.key_source(), workers=2, chunk_size=150
     )
     assert len(hc1s) == 600
     for h in hc1s[::149]:

@@ -49,12 +49,19 @@ def sign_file(in_path: Path, out_path: Path, exp_days: int | None = None, settin
     from signing.keys import load_signer
 
     s = settings or get_settings()
-    signer = load_signer(s)
+    signer = load_signer(s.key_source())
     days = exp_days or s.validity_days
     iat, exp = validity(signer, int(time.time()), days)
     kid = base64.b64encode(signer.kid).decode()
     numbered = [(n, line) for n, line in enumerate(_lines(in_path), 1) if line.strip()]
-    results = sign_checked([line for _, line in numbered], iat=iat, exp=exp, settings=s)
+    results = sign_checked(
+        [line for _, line in numbered],
+        iat=iat,
+        exp=exp,
+        keys=s.key_source(),
+        iss=s.issuer_country,
+        workers=s.resolved_workers(),
+    )
     out_lines, refused = [], []
     for (n, line), (hc1, reasons) in zip(numbered, results, strict=True):
         if hc1 is None:
@@ -215,7 +222,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         passphrase = s.key_passphrase.get_secret_value() if s.key_passphrase else None
         try:
             kid = init_dev_keys(
-                target, country=s.issuer_country, passphrase=passphrase, force=force, settings=s
+                target, country=s.issuer_country, passphrase=passphrase, force=force, source=s.key_source()
             )
         except SigningKeyError as exc:
             raise _fail(str(exc)) from None
@@ -240,7 +247,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             typer.echo(cert.public_bytes(Encoding.PEM).decode(), nl=False)
             return
         try:
-            typer.echo(dsc_pem(load_signer(s)), nl=False)
+            typer.echo(dsc_pem(load_signer(s.key_source())), nl=False)
         except SigningKeyError as exc:
             raise _fail(str(exc)) from None
 

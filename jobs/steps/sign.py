@@ -278,12 +278,17 @@ def sign_batch(
             payloads = payloads.filter(
                 pc.invert(pc.is_in(payloads["order_id"], pa.array(list(issued), pa.string())))
             )
-        signer = load_signer(s)
+        signer = load_signer(s.key_source())
         iat, exp = validity(signer, int(time.time()), s.validity_days)
         workers = s.resolved_workers()
         t0 = time.perf_counter()
         hc1s = sign_many(
-            payloads["payload_json"].to_pylist(), iat=iat, exp=exp, settings=s, workers=workers
+            payloads["payload_json"].to_pylist(),
+            iat=iat,
+            exp=exp,
+            keys=s.key_source(),
+            iss=s.issuer_country,
+            workers=workers,
         )
         timings["sign_s"] = time.perf_counter() - t0
         if len(hc1s) != payloads.num_rows:

@@ -534,7 +534,7 @@ def _validate_signed_batch(batch_id: str, s: Settings) -> ValidationResult:
     uvcis = signed["uvci"].to_pylist()
     clock.lap("read")
 
-    trust_pem = load_signer(s).dsc.public_bytes(Encoding.PEM)
+    trust_pem = load_signer(s.key_source()).dsc.public_bytes(Encoding.PEM)
     expected = [plan.get(o) or u for o, u in zip(orders, uvcis, strict=True)]
     checked = verify_many(signed["hc1"].to_pylist(), expected, trust_pem, s.resolved_workers())
     clock.lap("verify")
