@@ -78,8 +78,8 @@ def assert_run_consistent(run_id: str, expected_orders: int) -> None:
     import pyarrow.parquet as pq
 
     from jobs.ledger.queries import batches_of
-    from jobs.storage import RunPaths
     from jobs.settings import get_settings
+    from jobs.storage import RunPaths
     from signing.keys import load_signer
     from signing.verify import verify
 
