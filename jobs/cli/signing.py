@@ -82,198 +82,202 @@ def sign_file(in_path: Path, out_path: Path, exp_days: int | None = None, settin
     }
 
 
-def register(app: typer.Typer, bench: typer.Typer) -> None:
-    @app.command("sign")
-    def sign(
-        in_path: Path = typer.Option(..., "--in", help="DCC payloads, one JSON object a line."),
-        out_path: Path = typer.Option(..., "--out", help="Signed certificates (JSON lines)."),
-        exp_days: int | None = typer.Option(
-            None, "--exp-days", min=1, help="Validity in days (default BEVIS_VALIDITY_DAYS)."
-        ),
-    ) -> None:
-        """Sign DCC payloads into HC1 certificates with the active DSC. A payload failing
-        the schema or the active value sets is refused (line number and reason on stderr)
-        and never signed; the others are written. Exit 1 when any was refused."""
-        from signing.hcert import ValidityError
-        from signing.keys import SigningKeyError
+# Commands of this area at the top level of `bevis`, and its `bevis bench ...` commands;
+# jobs/cli/__init__.py merges both into the one app.
+app = typer.Typer()
+bench = typer.Typer()
 
-        if not in_path.is_file():
-            raise _fail(f"{in_path} not found")
-        try:
-            result = sign_file(in_path, out_path, exp_days)
-        except (SigningKeyError, ValidityError) as exc:
-            raise _fail(str(exc)) from None
-        if result["capped"]:
-            typer.echo("note: exp capped at the DSC's notAfter", err=True)
-        for r in result["refused"]:
-            typer.echo(f"line {r['line']}: refused: {'; '.join(r['reasons'])}", err=True)
-        typer.echo(
-            f"signed {result['signed']}, refused {len(result['refused'])} → {out_path} "
-            f"(kid {result['kid']})",
-            err=True,
-        )
-        if result["refused"]:
-            raise typer.Exit(EXIT_REFUSED)
+@app.command("sign")
+def sign(
+    in_path: Path = typer.Option(..., "--in", help="DCC payloads, one JSON object a line."),
+    out_path: Path = typer.Option(..., "--out", help="Signed certificates (JSON lines)."),
+    exp_days: int | None = typer.Option(
+        None, "--exp-days", min=1, help="Validity in days (default BEVIS_VALIDITY_DAYS)."
+    ),
+) -> None:
+    """Sign DCC payloads into HC1 certificates with the active DSC. A payload failing
+    the schema or the active value sets is refused (line number and reason on stderr)
+    and never signed; the others are written. Exit 1 when any was refused."""
+    from signing.hcert import ValidityError
+    from signing.keys import SigningKeyError
 
-    @app.command("verify")
-    def verify(
-        in_path: Path = typer.Option(
-            ..., "--in", help="HC1 strings or JSON lines of 'bevis sign', one a line."
-        ),
-        trust: Path | None = typer.Option(
-            None, "--trust", help="DSC(s): a PEM file or a folder of PEM/DER files."
-        ),
-        at: str | None = typer.Option(None, "--at", help="Clock for expiry (ISO 8601)."),
-    ) -> None:
-        """Verify certificates; one JSON verdict a line. Without --trust the signature and
-        key-usage checks are skipped. Exit 0 only when every line is valid."""
-        import json
-
-        from signing.conformance import parse_clock
-        from signing.keys import load_trust
-        from signing.verify import TrustStore
-        from signing.verify import verify as verify_one
-
-        if not in_path.is_file():
-            raise _fail(f"{in_path} not found")
-        store = None
-        if trust is not None:
-            try:
-                store = TrustStore(load_trust(trust))
-            except (OSError, ValueError) as exc:
-                raise _fail(f"cannot read trust material {trust}: {exc}") from None
-        else:
-            typer.echo("warning: no --trust given: signatures are not checked", err=True)
-        try:
-            clock = parse_clock(at) if at else None
-        except ValueError:
-            raise _fail(f"--at {at!r} is not an ISO 8601 time") from None
-        all_valid = True
-        for n, line in enumerate(_lines(in_path), 1):
-            text = line.strip()
-            if not text:
-                continue
-            hc1: object = text
-            if text.startswith("{"):
-                try:
-                    hc1 = json.loads(text).get("hc1")
-                except (ValueError, AttributeError):
-                    hc1 = text
-            verdict = verify_one(hc1, trust=store, at=clock)
-            all_valid &= verdict.valid
-            sys.stdout.write(
-                json.dumps({"line": n, **verdict.as_dict()}, ensure_ascii=False) + "\n"
-            )
-        sys.stdout.flush()
-        if not all_valid:
-            raise typer.Exit(1)
-
-    @app.command("conformance")
-    def conformance(
-        directory: Path = typer.Argument(..., help="A dgc-testdata checkout (or part of it)."),
-    ) -> None:
-        """Run every EU dgc-testdata vector under DIR through our decoder and verifier.
-        Exit 0 only when nothing unexpected happened (known_issues.csv = expected)."""
-        from signing.conformance import run
-
-        if not directory.is_dir():
-            raise _fail(f"{directory} is not a folder")
-        report = run(directory)
-        for o in report.unexpected:
-            typer.echo(
-                f"FAIL {o.file} {o.step}: expected {o.expected}, got {o.actual}"
-                + (f" ({o.detail})" if o.detail else "")
-            )
-        for o in report.expected_failures:
-            typer.echo(f"XFAIL {o.file} {o.step}: known issue {o.known_issue}")
-        for e in report.errors:
-            typer.echo(f"ERROR {e}")
-        vectors = len({o.file for o in report.outcomes})
-        typer.echo(
-            f"{vectors} vectors, {len(report.outcomes)} checks, "
-            f"{len(report.expected_failures)} expected failures (known_issues.csv)"
-        )
-        typer.echo(f"{report.passed} passed, {report.failed} failed")
-        if not report.ok:
-            raise typer.Exit(1)
-
-    keys = typer.Typer(
-        help="Signing keys: development CSCA/DSC, the active DSC.", no_args_is_help=True
+    if not in_path.is_file():
+        raise _fail(f"{in_path} not found")
+    try:
+        result = sign_file(in_path, out_path, exp_days)
+    except (SigningKeyError, ValidityError) as exc:
+        raise _fail(str(exc)) from None
+    if result["capped"]:
+        typer.echo("note: exp capped at the DSC's notAfter", err=True)
+    for r in result["refused"]:
+        typer.echo(f"line {r['line']}: refused: {'; '.join(r['reasons'])}", err=True)
+    typer.echo(
+        f"signed {result['signed']}, refused {len(result['refused'])} → {out_path} "
+        f"(kid {result['kid']})",
+        err=True,
     )
-    app.add_typer(keys, name="keys")
+    if result["refused"]:
+        raise typer.Exit(EXIT_REFUSED)
 
-    @keys.command("init-dev")
-    def init_dev(
-        directory: Path | None = typer.Option(
-            None, "--dir", help="Key folder (default BEVIS_KEY_DIR or <data>/keys)."
-        ),
-        force: bool = typer.Option(False, "--force", help="Replace existing keys."),
-    ) -> None:
-        """Make a development CSCA and DSC (EC P-256; key files 0600; with
-        BEVIS_KEY_PROVIDER=pkcs11 the DSC key is generated on the token) and print the kid
-        (base64). Existing keys are kept unless --force."""
-        import base64
+@app.command("verify")
+def verify(
+    in_path: Path = typer.Option(
+        ..., "--in", help="HC1 strings or JSON lines of 'bevis sign', one a line."
+    ),
+    trust: Path | None = typer.Option(
+        None, "--trust", help="DSC(s): a PEM file or a folder of PEM/DER files."
+    ),
+    at: str | None = typer.Option(None, "--at", help="Clock for expiry (ISO 8601)."),
+) -> None:
+    """Verify certificates; one JSON verdict a line. Without --trust the signature and
+    key-usage checks are skipped. Exit 0 only when every line is valid."""
+    import json
 
-        from jobs.settings import get_settings
-        from signing.keys import SigningKeyError, init_dev_keys
+    from signing.conformance import parse_clock
+    from signing.keys import load_trust
+    from signing.verify import TrustStore
+    from signing.verify import verify as verify_one
 
-        s = get_settings()
-        target = directory or s.resolved_key_dir()
-        passphrase = s.key_passphrase.get_secret_value() if s.key_passphrase else None
+    if not in_path.is_file():
+        raise _fail(f"{in_path} not found")
+    store = None
+    if trust is not None:
         try:
-            kid = init_dev_keys(
-                target, country=s.issuer_country, passphrase=passphrase, force=force, source=s.key_source()
-            )
-        except SigningKeyError as exc:
-            raise _fail(str(exc)) from None
-        typer.echo(base64.b64encode(kid).decode())
+            store = TrustStore(load_trust(trust))
+        except (OSError, ValueError) as exc:
+            raise _fail(f"cannot read trust material {trust}: {exc}") from None
+    else:
+        typer.echo("warning: no --trust given: signatures are not checked", err=True)
+    try:
+        clock = parse_clock(at) if at else None
+    except ValueError:
+        raise _fail(f"--at {at!r} is not an ISO 8601 time") from None
+    all_valid = True
+    for n, line in enumerate(_lines(in_path), 1):
+        text = line.strip()
+        if not text:
+            continue
+        hc1: object = text
+        if text.startswith("{"):
+            try:
+                hc1 = json.loads(text).get("hc1")
+            except (ValueError, AttributeError):
+                hc1 = text
+        verdict = verify_one(hc1, trust=store, at=clock)
+        all_valid &= verdict.valid
+        sys.stdout.write(
+            json.dumps({"line": n, **verdict.as_dict()}, ensure_ascii=False) + "\n"
+        )
+    sys.stdout.flush()
+    if not all_valid:
+        raise typer.Exit(1)
 
-    @keys.command("show-dsc")
-    def show_dsc() -> None:
-        """Print the active DSC (as the settings select it) as PEM."""
-        from cryptography import x509
+@app.command("conformance")
+def conformance(
+    directory: Path = typer.Argument(..., help="A dgc-testdata checkout (or part of it)."),
+) -> None:
+    """Run every EU dgc-testdata vector under DIR through our decoder and verifier.
+    Exit 0 only when nothing unexpected happened (known_issues.csv = expected)."""
+    from signing.conformance import run
 
-        from jobs.settings import get_settings
-        from signing.keys import DSC_FILE, SigningKeyError, dsc_pem, load_signer
+    if not directory.is_dir():
+        raise _fail(f"{directory} is not a folder")
+    report = run(directory)
+    for o in report.unexpected:
+        typer.echo(
+            f"FAIL {o.file} {o.step}: expected {o.expected}, got {o.actual}"
+            + (f" ({o.detail})" if o.detail else "")
+        )
+    for o in report.expected_failures:
+        typer.echo(f"XFAIL {o.file} {o.step}: known issue {o.known_issue}")
+    for e in report.errors:
+        typer.echo(f"ERROR {e}")
+    vectors = len({o.file for o in report.outcomes})
+    typer.echo(
+        f"{vectors} vectors, {len(report.outcomes)} checks, "
+        f"{len(report.expected_failures)} expected failures (known_issues.csv)"
+    )
+    typer.echo(f"{report.passed} passed, {report.failed} failed")
+    if not report.ok:
+        raise typer.Exit(1)
 
-        s = get_settings()
-        path = s.resolved_key_dir() / DSC_FILE
-        if s.key_provider == "file":
-            if not path.is_file():
-                raise _fail(f"{path} not found; run 'bevis keys init-dev'")
-            cert = x509.load_pem_x509_certificate(path.read_bytes())
-            from cryptography.hazmat.primitives.serialization import Encoding
+keys = typer.Typer(
+    help="Signing keys: development CSCA/DSC, the active DSC.", no_args_is_help=True
+)
+app.add_typer(keys, name="keys")
 
-            typer.echo(cert.public_bytes(Encoding.PEM).decode(), nl=False)
-            return
-        try:
-            typer.echo(dsc_pem(load_signer(s.key_source())), nl=False)
-        except SigningKeyError as exc:
-            raise _fail(str(exc)) from None
+@keys.command("init-dev")
+def init_dev(
+    directory: Path | None = typer.Option(
+        None, "--dir", help="Key folder (default BEVIS_KEY_DIR or <data>/keys)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace existing keys."),
+) -> None:
+    """Make a development CSCA and DSC (EC P-256; key files 0600; with
+    BEVIS_KEY_PROVIDER=pkcs11 the DSC key is generated on the token) and print the kid
+    (base64). Existing keys are kept unless --force."""
+    import base64
 
-    @bench.command("sign")
-    def bench_sign(
-        n: int = typer.Option(20000, "--n", min=1, help="Certificates per measurement."),
-        workers: int | None = typer.Option(
-            None, "--workers", min=1, help="Processes for the all-cores run (default: all)."
-        ),
-    ) -> None:
-        """Certificates per second, payload (JSON text) → HC1, on one core and on all
-        cores; the figures as JSON on the last line."""
-        import json
+    from jobs.settings import get_settings
+    from signing.keys import SigningKeyError, init_dev_keys
 
-        from jobs.devtools.bench_sign import bench_sign as run_bench
+    s = get_settings()
+    target = directory or s.resolved_key_dir()
+    passphrase = s.key_passphrase.get_secret_value() if s.key_passphrase else None
+    try:
+        kid = init_dev_keys(
+            target, country=s.issuer_country, passphrase=passphrase, force=force, source=s.key_source()
+        )
+    except SigningKeyError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(base64.b64encode(kid).decode())
 
-        result = run_bench(n, workers)
-        typer.echo(json.dumps(result))
+@keys.command("show-dsc")
+def show_dsc() -> None:
+    """Print the active DSC (as the settings select it) as PEM."""
+    from cryptography import x509
 
-    @bench.command("cose")
-    def bench_cose_cmd(
-        n: int = typer.Option(2000, "--n", min=1, help="ES256 signatures (PS256: n/10)."),
-    ) -> None:
-        """µs per COSE_Sign1 signature, ours (cbor2 + cryptography) vs pycose; JSON."""
-        import json
+    from jobs.settings import get_settings
+    from signing.keys import DSC_FILE, SigningKeyError, dsc_pem, load_signer
 
-        from jobs.devtools.bench_sign import bench_cose
+    s = get_settings()
+    path = s.resolved_key_dir() / DSC_FILE
+    if s.key_provider == "file":
+        if not path.is_file():
+            raise _fail(f"{path} not found; run 'bevis keys init-dev'")
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        from cryptography.hazmat.primitives.serialization import Encoding
 
-        typer.echo(json.dumps(bench_cose(n)))
+        typer.echo(cert.public_bytes(Encoding.PEM).decode(), nl=False)
+        return
+    try:
+        typer.echo(dsc_pem(load_signer(s.key_source())), nl=False)
+    except SigningKeyError as exc:
+        raise _fail(str(exc)) from None
+
+@bench.command("sign")
+def bench_sign(
+    n: int = typer.Option(20000, "--n", min=1, help="Certificates per measurement."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Processes for the all-cores run (default: all)."
+    ),
+) -> None:
+    """Certificates per second, payload (JSON text) → HC1, on one core and on all
+    cores; the figures as JSON on the last line."""
+    import json
+
+    from jobs.devtools.bench_sign import bench_sign as run_bench
+
+    result = run_bench(n, workers)
+    typer.echo(json.dumps(result))
+
+@bench.command("cose")
+def bench_cose_cmd(
+    n: int = typer.Option(2000, "--n", min=1, help="ES256 signatures (PS256: n/10)."),
+) -> None:
+    """µs per COSE_Sign1 signature, ours (cbor2 + cryptography) vs pycose; JSON."""
+    import json
+
+    from jobs.devtools.bench_sign import bench_cose
+
+    typer.echo(json.dumps(bench_cose(n)))

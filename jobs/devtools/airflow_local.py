@@ -7,15 +7,18 @@ runs in a child process with this environment.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import dags
-
-DAGS_FOLDER = Path(dags.__file__).resolve().parent
+# The DAG folder is found, not imported: Airflow parses it from files, and jobs sits below
+# dags in the layers (jobs never imports dags).
+_DAGS_SPEC = importlib.util.find_spec("dags")
+assert _DAGS_SPEC is not None and _DAGS_SPEC.origin, "the dags package is not installed"
+DAGS_FOLDER = Path(_DAGS_SPEC.origin).resolve().parent
 POOLS = {
     "bevis_signing": (1, "signing uses every core of the worker"),
     "bevis_mailbox": (4, "concurrent delivery tasks towards the mailbox operators"),
