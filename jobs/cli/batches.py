@@ -83,28 +83,23 @@ def runs_list(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Every run: state, start, duration, batches and certificates."""
-    from sqlalchemy import select
+    from jobs.ledger.queries import recent_runs
 
-    from jobs.ledger.models import Run
-    from jobs.ledger.runs import ledger, run_counts
-
-    with ledger().connect() as conn:
-        rows = conn.execute(select(Run).order_by(Run.started_at.desc()).limit(limit)).all()
-        out = []
-        for r in rows:
-            counts = run_counts(conn, r.id)
-            out.append(
-                {
-                    "run_id": r.id,
-                    "state": r.state.value,
-                    "started_at": r.started_at,
-                    "finished_at": r.finished_at,
-                    "seconds": _duration(r.started_at, r.finished_at),
-                    "batches": counts["batches"],
-                    "failed_batches": counts.get("batches_failed", 0),
-                    "certificates": counts["certificates"],
-                }
-            )
+    out = []
+    for row in recent_runs(limit):
+        r, counts = row["run"], row["counts"]
+        out.append(
+            {
+                "run_id": r.id,
+                "state": r.state.value,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "seconds": _duration(r.started_at, r.finished_at),
+                "batches": counts["batches"],
+                "failed_batches": counts.get("batches_failed", 0),
+                "certificates": counts["certificates"],
+            }
+        )
     if json_out:
         _echo_json(out)
         return
@@ -131,19 +126,14 @@ def runs_show(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """One run: parameters, counts per state, step durations, errors of failed batches."""
-    from sqlalchemy import select
-
     from jobs.batches import reap_interrupted
-    from jobs.ledger.models import Run
-    from jobs.ledger.queries import batches_of
-    from jobs.ledger.runs import ledger, run_counts
+    from jobs.ledger.queries import batches_of, run_with_counts
 
     reap_interrupted(run)
-    with ledger().connect() as conn:
-        r = conn.execute(select(Run).where(Run.id == run)).first()
-        if r is None:
-            _fail(f"run {run} is not in the ledger")
-        counts = {**(r.counts or {}), **run_counts(conn, run)}
+    found = run_with_counts(run)
+    if found is None:
+        _fail(f"run {run} is not in the ledger")
+    r, counts = found
     failed = [_batch_dict(b) for b in batches_of(run, ["FAILED"])]
     info = {
         "run_id": r.id,
@@ -416,19 +406,11 @@ def certificates_show(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """A certificate's state, batch and delivery history (no identity data)."""
-    from sqlalchemy import select
+    from jobs.ledger.queries import certificate_history
 
-    from jobs.ledger.models import Batch, Certificate, Delivery
-    from jobs.ledger.runs import ledger
-
-    with ledger().connect() as conn:
-        c = conn.execute(select(Certificate).where(Certificate.uvci == uvci)).first()
-        if c is None:
-            _fail(f"certificate {uvci} is not in the ledger", 1)
-        b = conn.execute(select(Batch.state).where(Batch.id == c.batch_id)).scalar_one()
-        deliveries = conn.execute(
-            select(Delivery).where(Delivery.uvci == uvci).order_by(Delivery.id)
-        ).all()
+    c, b, deliveries = certificate_history(uvci)
+    if c is None:
+        _fail(f"certificate {uvci} is not in the ledger", 1)
     state = "REVOKED" if c.revoked_at else (c.outcome.value if c.outcome else "ISSUED")
     info = {
         "uvci": c.uvci,

@@ -24,3 +24,41 @@ def batches_of(
         q = q.where(Batch.state.in_([BatchState(x.upper()) for x in states]))
     with ledger(settings).connect() as conn:
         return list(conn.execute(q).all())
+
+
+def recent_runs(limit: int, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` runs with their live counts (batches, failures, certificates)."""
+    from jobs.ledger.models import Run
+    from jobs.ledger.runs import run_counts
+
+    with ledger(settings).connect() as conn:
+        rows = conn.execute(select(Run).order_by(Run.started_at.desc()).limit(limit)).all()
+        return [{"run": r, "counts": run_counts(conn, r.id)} for r in rows]
+
+
+def run_with_counts(run_id: str, settings: Settings | None = None) -> tuple[Any, dict] | None:
+    """One run's row and its counts (recorded, overlaid by the live ones); None if unknown."""
+    from jobs.ledger.models import Run
+    from jobs.ledger.runs import run_counts
+
+    with ledger(settings).connect() as conn:
+        r = conn.execute(select(Run).where(Run.id == run_id)).first()
+        if r is None:
+            return None
+        return r, {**(r.counts or {}), **run_counts(conn, run_id)}
+
+
+def certificate_history(uvci: str, settings: Settings | None = None) -> tuple[Any, Any, list]:
+    """A certificate's row, its batch's state and its delivery attempts, in order; the row
+    is None when the ledger has no such certificate."""
+    from jobs.ledger.models import Certificate, Delivery
+
+    with ledger(settings).connect() as conn:
+        c = conn.execute(select(Certificate).where(Certificate.uvci == uvci)).first()
+        if c is None:
+            return None, None, []
+        b = conn.execute(select(Batch.state).where(Batch.id == c.batch_id)).scalar_one()
+        deliveries = conn.execute(
+            select(Delivery).where(Delivery.uvci == uvci).order_by(Delivery.id)
+        ).all()
+    return c, b, list(deliveries)
