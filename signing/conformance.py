@@ -203,11 +203,11 @@ def _picture(v: Vector) -> bool:
         try:  # upstream's own decoder, when installed (dev dependency): a second opinion
             from pyzbar.pyzbar import decode as zbar_decode
 
-            found = zbar_decode(img)
+            zbar_found = zbar_decode(img)
         except Exception:  # pyzbar or libzbar missing
-            found = []
-        if found:
-            return found[0].data.decode("utf-8", errors="replace") == prefix
+            zbar_found = []
+        if zbar_found:
+            return zbar_found[0].data.decode("utf-8", errors="replace") == prefix
     return False
 
 

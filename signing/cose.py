@@ -11,7 +11,7 @@ protected header, and ``kid`` in the protected or the unprotected bucket.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,7 +37,11 @@ ALGORITHMS: dict[str, int] = {
     "PS512": -39,
 }
 ALG_NAMES = {v: k for k, v in ALGORITHMS.items()}
-_HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "256": hashes.SHA256,
+    "384": hashes.SHA384,
+    "512": hashes.SHA512,
+}
 _EC_SIZES = {"ES256": 32, "ES384": 48, "ES512": 66}
 
 
@@ -167,7 +171,8 @@ def verify_signature(msg: Sign1, public_key: Any) -> None:
 
     ES*: the raw r‖s signature of RFC 9053 §2.1; PS*: RSASSA-PSS with MGF1 of the same hash
     and a salt as long as the hash (RFC 8230)."""
-    name = ALG_NAMES.get(msg.alg)  # type: ignore[arg-type]
+    alg = msg.alg
+    name = ALG_NAMES.get(alg) if alg is not None else None
     if name is None:
         raise InvalidSignature(f"unsupported COSE algorithm {msg.alg!r}")
     hash_alg = _HASHES[name[2:]]()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, SupportsInt, cast
 
 import cbor2
 
@@ -48,7 +48,8 @@ def clean(value: Any) -> Any:
     if isinstance(value, numbers.Integral):  # numpy/pandas integers
         return int(value)
     if isinstance(value, numbers.Real) and float(value).is_integer():
-        return int(value)
+        # numbers.Real promises __trunc__, not __int__; every float type met here has both
+        return int(cast(SupportsInt, value))
     return value
 
 

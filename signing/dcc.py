@@ -258,10 +258,11 @@ def _one_of_is_the_type_choice(schema: dict[str, Any]) -> list[str] | None:
     if not isinstance(one_of, list) or len(one_of) != 3:
         return None
     required = [b.get("required") if isinstance(b, dict) and len(b) == 1 else None for b in one_of]
-    if any(not isinstance(r, list) for r in required):
+    lists = [r for r in required if isinstance(r, list)]
+    if len(lists) != len(required):
         return None
-    common = [k for k in required[0] if k not in _ONE_OF_TYPES]
-    if sorted(tuple(sorted(r)) for r in required) != sorted(
+    common = [k for k in lists[0] if k not in _ONE_OF_TYPES]
+    if sorted(tuple(sorted(r)) for r in lists) != sorted(
         tuple(sorted([*common, t])) for t in _ONE_OF_TYPES
     ):
         return None

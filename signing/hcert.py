@@ -26,11 +26,14 @@ from signing.cwt import encode_claims
 from signing.dcc import issuance_problems
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from signing.keys import KeySource, Signer
 
 PREFIX = "HC1:"
 DAY = 86400
 
+_zlib: ModuleType  # zlib_ng.zlib_ng or the stdlib zlib: the same compress()
 try:  # zlib-ng's level 1 is deflate_quick: static Huffman codes, no per-call tree building
     from zlib_ng import zlib_ng as _zlib
 
@@ -255,7 +258,9 @@ def _main_not_rerun(active: bool) -> Iterator[None]:
     if not active or main is None:
         yield
         return
-    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    saved: dict[str, Any] = {
+        k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__
+    }
     main.__dict__.pop("__file__", None)
     main.__dict__["__spec__"] = None
     try:

@@ -336,7 +336,7 @@ def table_rows(result: Suppressed, dims: Sequence[str], value: str = "count") ->
     rows = []
     for k in sorted(keys, key=lambda k: (len(k) < len(dims), k)):
         kd = dict(k)
-        row = {d: kd.get(d, ALL) for d in dims}
+        row: dict[str, str | int | None] = {d: kd.get(d, ALL) for d in dims}
         row[value] = result.published(k)
         row["suppressed"] = result.status[k]
         rows.append(row)

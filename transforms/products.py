@@ -189,7 +189,7 @@ def resolve_products(vaccine: pd.Series, table: ProductTable | None = None) -> p
     index = table.by_key
     codes = pd.Series(pd.Categorical(vaccine.astype("string")))
     cats = list(codes.cat.categories)
-    rows = []
+    rows: list[tuple[str, str | None, str | None, str | None, int, str | None]] = []
     for value in cats:
         p = index.get(normalise_vaccine(value)) if value is not None else None
         if p is None:
