@@ -17,3 +17,5 @@ test: bootstrap
 
 lint: bootstrap
 	$(UV) run ruff check .
+	$(UV) run lint-imports
+	$(UV) run mypy

@@ -62,3 +62,21 @@ def certificate_history(uvci: str, settings: Settings | None = None) -> tuple[An
             select(Delivery).where(Delivery.uvci == uvci).order_by(Delivery.id)
         ).all()
     return c, b, list(deliveries)
+
+
+def orders_of_uvcis(uvcis: list[str], s: Settings) -> dict[str, str]:
+    """UVCI -> order id of the certificates the ledger already holds, for these UVCIs."""
+    from jobs.db import engine, migrate
+    from jobs.ledger.models import Certificate
+
+    url = s.resolved_ledger_url()
+    migrate("ledger", url)
+    found: dict[str, str] = {}
+    with engine(url).connect() as conn:
+        for i in range(0, len(uvcis), 5000):
+            chunk = uvcis[i : i + 5000]
+            rows = conn.execute(
+                select(Certificate.uvci, Certificate.order_id).where(Certificate.uvci.in_(chunk))
+            )
+            found.update({u: o for u, o in rows})
+    return found

@@ -320,26 +320,6 @@ def _array(values: list[str]):
 # --- dcc_payload ---------------------------------------------------------------------------
 
 
-def _ledger_uvcis(uvcis: list[str], s: Settings) -> dict[str, str]:
-    """UVCI -> order id of the certificates the ledger already holds, for these UVCIs."""
-    from sqlalchemy import select
-
-    from jobs.db import engine, migrate
-    from jobs.ledger.models import Certificate
-
-    url = s.resolved_ledger_url()
-    migrate("ledger", url)
-    found: dict[str, str] = {}
-    with engine(url).connect() as conn:
-        for i in range(0, len(uvcis), 5000):
-            chunk = uvcis[i : i + 5000]
-            rows = conn.execute(
-                select(Certificate.uvci, Certificate.order_id).where(Certificate.uvci.in_(chunk))
-            )
-            found.update({u: o for u, o in rows})
-    return found
-
-
 def _validate_dcc_payload(run_id: str, s: Settings) -> ValidationResult:
     import numpy as np
     import pandas as pd
@@ -369,7 +349,9 @@ def _validate_dcc_payload(run_id: str, s: Settings) -> ValidationResult:
         uvci.to_pylist(), dtype=object
     )
     uvci_list = uvci.to_pylist()
-    held = _ledger_uvcis(sorted(set(uvci_list) - {""}), s)
+    from jobs.ledger.queries import orders_of_uvcis
+
+    held = orders_of_uvcis(sorted(set(uvci_list) - {""}), s)
     orders = table.column("order_id").to_pylist()
     not_in_ledger = np.array(
         [held.get(u) in (None, o) for u, o in zip(uvci_list, orders, strict=True)], dtype=bool
