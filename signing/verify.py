@@ -166,6 +166,14 @@ def decode(hc1: str) -> tuple[cose.Sign1, dict[Any, Any]]:
     return msg, claims_of(msg)
 
 
+def decode_dcc(hc1: str) -> dict[str, Any]:
+    """The DCC payload inside an HC1 string as JSON would carry it, for display: decoded
+    layer by layer like :func:`verify`, but the signature is NOT checked.
+    :class:`DecodeError` (a ValueError) names the layer that failed."""
+    _msg, claims = decode(hc1)
+    return jsonable(cwt.dcc_of(claims))
+
+
 def signature_ok(msg: cose.Sign1, certs: Sequence[x509.Certificate]) -> x509.Certificate | None:
     """The first of ``certs`` whose key verifies the signature, else None."""
     for cert in certs:

@@ -143,7 +143,7 @@ def test_render_file_private_files_hash_names_idempotent(bevis_env: Path, tmp_pa
 
 
 def test_payload_from_hc1_matches_vector() -> None:
-    from jobs.steps.render import payload_from_hc1
+    from signing.verify import decode_dcc as payload_from_hc1
 
     for vector in _vaccination_vectors(3):
         assert payload_from_hc1(vector["PREFIX"]) == vector["JSON"]
@@ -215,8 +215,8 @@ def test_signed_certificate_round_trip_through_the_page(bevis_env: Path) -> None
     from signing.verify import verify
 
     s = get_settings()
-    init_dev_keys(s.resolved_key_dir(), settings=s)
-    signer = load_signer(s)
+    init_dev_keys(s.resolved_key_dir(), source=s.key_source())
+    signer = load_signer(s.key_source())
     iat = int(time.time())
     iat, exp = validity(signer, iat, 365)
     payload = drill_payload(2, "URN:UVCI:01:SE:EHM/ROUNDTRIP1")

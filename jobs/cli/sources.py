@@ -10,96 +10,100 @@ def _fail(exc: BaseException, code: int = 2) -> None:
     raise typer.Exit(code) from exc
 
 
-def register(app: typer.Typer, bench: typer.Typer) -> None:
-    @app.command()
-    def seed(
-        persons: int = typer.Option(..., "--persons", min=1, help="People in the register."),
-        seed: int = typer.Option(0, "--seed", help="Same seed, same register."),
-        defect_rate: float = typer.Option(
-            0.01, "--defect-rate", min=0.0, max=0.5, help="Share of orders with a defect."
-        ),
-        db: str | None = typer.Option(None, "--db", help="Sources database URL (replaced)."),
-    ) -> None:
-        """Replace the sources database with a synthetic register (population, NVR events,
-        orders) and write <data_dir>/seed-manifest.json with the truth."""
-        import json
+# Commands of this area at the top level of `bevis`, and its `bevis bench ...` commands;
+# jobs/cli/__init__.py merges both into the one app.
+app = typer.Typer()
+bench = typer.Typer()
 
-        from jobs.db import DatabaseUnavailable
-        from jobs.devtools.seed import seed as run_seed
+@app.command()
+def seed(
+    persons: int = typer.Option(..., "--persons", min=1, help="People in the register."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same register."),
+    defect_rate: float = typer.Option(
+        0.01, "--defect-rate", min=0.0, max=0.5, help="Share of orders with a defect."
+    ),
+    db: str | None = typer.Option(None, "--db", help="Sources database URL (replaced)."),
+) -> None:
+    """Replace the sources database with a synthetic register (population, NVR events,
+    orders) and write <data_dir>/seed-manifest.json with the truth."""
+    import json
 
-        try:
-            m = run_seed(persons, seed=seed, defect_rate=defect_rate, url=db)
-        except DatabaseUnavailable as exc:
-            _fail(exc)
-        summary = {k: v for k, v in m.to_dict().items() if k != "defects"}
-        typer.echo(json.dumps(summary, ensure_ascii=False))
+    from jobs.db import DatabaseUnavailable
+    from jobs.devtools.seed import seed as run_seed
 
-    @app.command()
-    def extract(
-        run: str = typer.Option(..., "--run", help="Run id."),
-        limit: int | None = typer.Option(None, "--limit", min=0, help="Claim at most N orders."),
-    ) -> None:
-        """Claim the pending consented orders and write the run's extract.parquet."""
-        import json
+    try:
+        m = run_seed(persons, seed=seed, defect_rate=defect_rate, url=db)
+    except DatabaseUnavailable as exc:
+        _fail(exc)
+    summary = {k: v for k, v in m.to_dict().items() if k != "defects"}
+    typer.echo(json.dumps(summary, ensure_ascii=False))
 
-        from jobs.db import DatabaseUnavailable
-        from jobs.steps.extract import ExtractError
-        from jobs.steps.extract import extract as run_extract
+@app.command()
+def extract(
+    run: str = typer.Option(..., "--run", help="Run id."),
+    limit: int | None = typer.Option(None, "--limit", min=0, help="Claim at most N orders."),
+) -> None:
+    """Claim the pending consented orders and write the run's extract.parquet."""
+    import json
 
-        try:
-            r = run_extract(run, limit=limit)
-        except (DatabaseUnavailable, ExtractError) as exc:
-            _fail(exc)
-        typer.echo(json.dumps(r.meta()))
+    from jobs.db import DatabaseUnavailable
+    from jobs.steps.extract import ExtractError
+    from jobs.steps.extract import extract as run_extract
 
-    orders = typer.Typer(help="Certificate orders: states and claims.", no_args_is_help=True)
-    app.add_typer(orders, name="orders")
+    try:
+        r = run_extract(run, limit=limit)
+    except (DatabaseUnavailable, ExtractError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps(r.meta()))
 
-    @orders.command("release")
-    def orders_release(
-        run: str = typer.Option(..., "--run", help="The (failed) run whose claims to give back."),
-        order: list[str] | None = typer.Option(None, "--order", help="Only these order ids."),
-    ) -> None:
-        """Give the orders a failed run claimed back to PENDING (never fulfilled ones)."""
-        from jobs.sources.orders import release
+orders = typer.Typer(help="Certificate orders: states and claims.", no_args_is_help=True)
+app.add_typer(orders, name="orders")
 
-        n = release(run, order or None)
-        typer.echo(f"released {n} orders of run {run}")
+@orders.command("release")
+def orders_release(
+    run: str = typer.Option(..., "--run", help="The (failed) run whose claims to give back."),
+    order: list[str] | None = typer.Option(None, "--order", help="Only these order ids."),
+) -> None:
+    """Give the orders a failed run claimed back to PENDING (never fulfilled ones)."""
+    from jobs.sources.orders import release
 
-    @orders.command("status")
-    def orders_status(
-        run: str | None = typer.Option(None, "--run", help="Only the orders of this run."),
-    ) -> None:
-        """Number of orders per state."""
-        import json
+    n = release(run, order or None)
+    typer.echo(f"released {n} orders of run {run}")
 
-        from jobs.sources.orders import states
+@orders.command("status")
+def orders_status(
+    run: str | None = typer.Option(None, "--run", help="Only the orders of this run."),
+) -> None:
+    """Number of orders per state."""
+    import json
 
-        typer.echo(json.dumps(states(run), sort_keys=True))
+    from jobs.sources.orders import states
 
-    @bench.command("seed")
-    def bench_seed(
-        persons: int = typer.Option(100_000, "--persons", min=1),
-        db: str | None = typer.Option(None, "--db", help="A scratch database (replaced)."),
-        seed: int = typer.Option(0, "--seed"),
-    ) -> None:
-        """Seed a scratch register; last line: JSON with persons/s, rows/s and peak RSS."""
-        import json
+    typer.echo(json.dumps(states(run), sort_keys=True))
 
-        from jobs.devtools.seed import bench_seed as run
+@bench.command("seed")
+def bench_seed(
+    persons: int = typer.Option(100_000, "--persons", min=1),
+    db: str | None = typer.Option(None, "--db", help="A scratch database (replaced)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Seed a scratch register; last line: JSON with persons/s, rows/s and peak RSS."""
+    import json
 
-        typer.echo(json.dumps(run(persons, db=db, seed=seed)))
+    from jobs.devtools.seed import bench_seed as run
 
-    @bench.command("extract")
-    def bench_extract(
-        persons: int = typer.Option(100_000, "--persons", min=1),
-        db: str | None = typer.Option(None, "--db", help="A scratch database (replaced)."),
-        seed: int = typer.Option(0, "--seed"),
-    ) -> None:
-        """Seed a scratch register, then extract it in a fresh process; last line: JSON with
-        rows/s and the extract's peak RSS."""
-        import json
+    typer.echo(json.dumps(run(persons, db=db, seed=seed)))
 
-        from jobs.steps.extract import bench_extract as run
+@bench.command("extract")
+def bench_extract(
+    persons: int = typer.Option(100_000, "--persons", min=1),
+    db: str | None = typer.Option(None, "--db", help="A scratch database (replaced)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Seed a scratch register, then extract it in a fresh process; last line: JSON with
+    rows/s and the extract's peak RSS."""
+    import json
 
-        typer.echo(json.dumps(run(persons, db=db, seed=seed)))
+    from jobs.devtools.bench_extract import bench_extract as run
+
+    typer.echo(json.dumps(run(persons, db=db, seed=seed)))

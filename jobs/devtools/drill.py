@@ -1,5 +1,5 @@
 """A synthetic signed batch in a run folder and the ledger, for delivery drills, tests and
-``bevis bench deliver`` — independent of the sign step.
+the render and deliver benchmarks — independent of the sign step.
 
 The HC1 strings are well-formed (CBOR → COSE_Sign1 → zlib → Base45) but carry a zero
 signature: they exercise rendering and delivery, never verification. Recipients are
@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from pathlib import Path
 from typing import Any
 
 from jobs.settings import Settings, get_settings
+from signing.base45 import b45encode
 
-_B45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 NAMES = (
     ("Andersson", "Anna", "ANDERSSON", "ANNA"),
     ("Nguyễn", "Văn Minh", "NGUYEN", "VAN<MINH"),
@@ -24,21 +23,6 @@ NAMES = (
     ("Öberg", "Åsa", "OEBERG", "AASA"),
     ("Johansson", "Erik", "JOHANSSON", "ERIK"),
 )
-
-
-def b45encode(data: bytes) -> str:
-    out = []
-    for i in range(0, len(data), 2):
-        chunk = data[i : i + 2]
-        if len(chunk) == 2:
-            n = chunk[0] * 256 + chunk[1]
-            c, n = divmod(n, 45 * 45)
-            b, a = divmod(n, 45)
-            out.append(_B45[a] + _B45[b] + _B45[c])
-        else:
-            b, a = divmod(chunk[0], 45)
-            out.append(_B45[a] + _B45[b])
-    return "".join(out)
 
 
 def unsigned_hc1(payload: dict[str, Any], iat: int, exp: int) -> str:
@@ -163,108 +147,3 @@ def synthetic_batch(
         session.flush()
         session.add_all(certs)
     return batch_id
-
-
-def bench_deliver(
-    n: int = 5000, url: str | None = None, concurrency: int | None = None
-) -> dict[str, Any]:
-    """Messages per second from deliver_batch to the simulator (started as its own
-    process on a free port unless ``url`` is given), on a synthetic batch in a temporary
-    data folder. PDFs are rendered before the clock starts."""
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    import time
-
-    import httpx
-
-    from jobs.mailbox.simulator import free_port
-    from jobs.steps.deliver import deliver_batch
-    from jobs.steps.render import render_batch
-
-    with tempfile.TemporaryDirectory(prefix="bevis-bench-deliver-") as tmp:
-        overrides: dict[str, Any] = {"data_dir": Path(tmp)}
-        if concurrency:
-            overrides["mailbox_concurrency"] = concurrency
-        proc = None
-        if url is None:
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            env = {**os.environ, "BEVIS_DATA_DIR": tmp}
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    "from jobs.cli import app; app()",
-                    "simulator",
-                    "mailbox",
-                    "--port",
-                    str(port),
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-            )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"{url}/_admin/stats", timeout=1).raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline or (proc and proc.poll() is not None):
-                        raise RuntimeError("mailbox simulator did not start") from None
-                    time.sleep(0.1)
-            s = get_settings(mailbox_url=url, **overrides)
-            batch_id = synthetic_batch("bench", n, s)
-            render_batch(batch_id, s)
-            load_before = os.getloadavg()
-            sim0, me0 = _cpu_of(proc.pid) if proc else 0.0, _cpu_self()
-            t0 = time.perf_counter()
-            result = deliver_batch(batch_id, s)
-            seconds = time.perf_counter() - t0
-            sim_cpu = (_cpu_of(proc.pid) - sim0) if proc else None
-            client_cpu = _cpu_self() - me0 - result["print_cpu_s"]
-        finally:
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=10)
-    return {
-        "n": n,
-        "delivery_processes": min(s.resolved_workers(), -(-n // s.mailbox_lookup_chunk)),
-        "concurrency": s.mailbox_concurrency,
-        "seconds": round(seconds, 3),
-        "digital": result["DIGITAL"],
-        "paper": result["PAPER"],
-        "deferred": result["DEFERRED"],
-        "print_seconds": round(result["print_seconds"], 3),
-        # digital phase only (the print file for the paper share is written afterwards)
-        "messages_per_s": round(result["DIGITAL"] / (seconds - result["print_seconds"]), 1),
-        "certificates_per_s": round(n / seconds, 1),
-        # load-independent: messages per CPU-second of the client (without the print file)
-        # and of the simulator
-        "client_cpu_s": round(client_cpu, 2),
-        "simulator_cpu_s": round(sim_cpu, 2) if sim_cpu is not None else None,
-        "messages_per_client_cpu_s": round(result["DIGITAL"] / client_cpu, 1),
-        "messages_per_simulator_cpu_s": round(result["DIGITAL"] / sim_cpu, 1) if sim_cpu else None,
-        "ledger_rows": result["attempts"],
-        "load_before": load_before,
-        "load_after": os.getloadavg(),
-    }
-
-
-def _cpu_self() -> float:
-    """CPU seconds of this process and of its finished children (delivery processes)."""
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    c = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
-
-
-def _cpu_of(pid: int) -> float:
-    """User + system CPU seconds of a live process (Linux /proc)."""
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

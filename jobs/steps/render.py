@@ -2,7 +2,8 @@
 
 Input is either a batch of a run (``RunPaths.signed`` joined with the batch's payloads by
 UVCI) or the JSON lines of ``bevis sign`` (``ci, kid, iat, exp, hc1`` and optionally
-``payload``; without it the payload is decoded from the HC1 — display only, not verified).
+``payload``; without it the payload is decoded from the HC1 by
+``signing.verify.decode_dcc`` — display only, not verified).
 
 File names are a hash of the UVCI (no personal data), files are mode 0600 in a 0700
 folder. Idempotent: a file that already exists and ends with the PDF trailer is kept. PDFs
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -31,8 +31,6 @@ log = get_logger(__name__)
 
 PDF_MODE = 0o600
 DIR_MODE = 0o700
-_B45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
-_B45_INDEX = {c: i for i, c in enumerate(_B45)}
 
 
 class RenderFailed(RuntimeError):
@@ -47,35 +45,6 @@ class RenderItem:
     hc1: str
     exp: int | None
     payload_json: str | None  # None: decode from the HC1
-
-
-def _b45decode(text: str) -> bytes:
-    out = bytearray()
-    for i in range(0, len(text), 3):
-        chunk = [_B45_INDEX[c] for c in text[i : i + 3]]
-        n = sum(v * 45**k for k, v in enumerate(chunk))
-        out.extend(divmod(n, 256) if len(chunk) == 3 else (n,))
-    return bytes(out)
-
-
-def payload_from_hc1(hc1: str) -> dict[str, Any]:
-    """The DCC payload inside an HC1, for display. The signature is NOT verified here
-    (``signing.verify`` does that); a malformed HC1 raises ValueError."""
-    import cbor2
-
-    if not hc1.startswith("HC1:"):
-        raise ValueError("not an HC1 string (prefix missing)")
-    try:
-        raw = _b45decode(hc1[4:])
-        if raw[:1] == b"\x78":
-            raw = zlib.decompress(raw)
-        cose = cbor2.loads(raw)
-        if isinstance(cose, cbor2.CBORTag):
-            cose = cose.value
-        claims = cbor2.loads(cose[2])
-        return claims[-260][1]
-    except (KeyError, IndexError, TypeError, zlib.error, cbor2.CBORDecodeError) as exc:
-        raise ValueError(f"HC1 cannot be decoded: {type(exc).__name__}") from exc
 
 
 def _is_complete(path: Path) -> bool:
@@ -100,9 +69,12 @@ def _render_chunk(items: Sequence[RenderItem], out_dir: str, author: str) -> dic
             skipped += 1
             continue
         try:
-            payload = (
-                json.loads(item.payload_json) if item.payload_json else payload_from_hc1(item.hc1)
-            )
+            if item.payload_json:
+                payload = json.loads(item.payload_json)
+            else:  # display only; imported here: verification's imports cost ~150 ms
+                from signing.verify import decode_dcc
+
+                payload = decode_dcc(item.hc1)
             data = certificate_pdf(view_of(payload, item.hc1, item.exp), author=author)
         except (RenderError, ValueError) as exc:
             failed.append((item.uvci, str(exc)[:200]))
@@ -222,54 +194,3 @@ def iter_pdfs(batch_id: str, uvcis: Iterable[str], settings: Settings | None = N
     folder = RunPaths.of(run_of(batch_id), settings).pdf_dir(batch_id)
     for uvci in uvcis:
         yield uvci, folder / pdf_name(uvci)
-
-
-def bench_render(n: int = 2000, workers: int | None = None) -> dict[str, Any]:
-    """PDFs per second on all cores (process pool, including its start) and on one core,
-    from synthetic certificates with realistic HC1 sizes, into a temporary folder."""
-    import resource
-    import tempfile
-    import time
-
-    from jobs.devtools.drill import drill_payload, unsigned_hc1
-
-    def cpu(who: int) -> float:
-        r = resource.getrusage(who)
-        return r.ru_utime + r.ru_stime
-
-    s = get_settings()
-    n_workers = workers or s.resolved_workers()
-    items = []
-    for i in range(n):
-        uvci = f"URN:UVCI:01:SE:EHM/BENCH{i:010d}"
-        payload = drill_payload(i, uvci)
-        items.append(
-            RenderItem(
-                uvci, unsigned_hc1(payload, 1767225600, 1798761600), 1798761600, json.dumps(payload)
-            )
-        )
-    result: dict[str, Any] = {"n": n, "workers": n_workers, "load_before": os.getloadavg()}
-    with tempfile.TemporaryDirectory(prefix="bevis-bench-render-") as tmp:
-        t0, c0 = time.perf_counter(), cpu(resource.RUSAGE_CHILDREN)
-        counts = render_items(items, Path(tmp) / "all", s, n_workers)
-        all_s = time.perf_counter() - t0
-        pool_cpu = cpu(resource.RUSAGE_CHILDREN) - c0
-        sizes = [p.stat().st_size for p in (Path(tmp) / "all").iterdir()]
-        single = items[: max(1, n // 4)]
-        t0, c0 = time.perf_counter(), cpu(resource.RUSAGE_SELF)
-        render_items(single, Path(tmp) / "one", s, 1)
-        one_s = time.perf_counter() - t0
-        one_cpu = cpu(resource.RUSAGE_SELF) - c0
-    result.update(
-        rendered=counts["rendered"],
-        seconds=round(all_s, 3),
-        pdfs_per_s=round(n / all_s, 1),
-        one_core_pdfs_per_s=round(len(single) / one_s, 1),
-        # load-independent capacity: PDFs per CPU-second (pool workers / one process)
-        pool_pdfs_per_cpu_s=round(n / pool_cpu, 1) if pool_cpu else None,
-        one_core_pdfs_per_cpu_s=round(len(single) / one_cpu, 1) if one_cpu else None,
-        mean_pdf_bytes=round(sum(sizes) / len(sizes)),
-        hc1_chars=round(sum(len(i.hc1) for i in items) / n),
-        load_after=os.getloadavg(),
-    )
-    return result
