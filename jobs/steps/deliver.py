@@ -5,9 +5,9 @@ the recipient has a secure mailbox that accepts us, deliver the PDF to its opera
 an idempotency key derived from the UVCI (so a retry, a rerun or a crashed task can never
 deliver twice), retrying transient failures with exponential backoff that honours
 Retry-After, behind a circuit breaker per operator. Otherwise, or when the retry budget
-is spent, the certificate goes to the paper print queue or is deferred to a later run
-(``settings.paper_policy``). Inside a service window (``settings.service_windows``)
-delivery is deferred, not failed.
+is spent, the certificate goes to the paper print queue (:mod:`jobs.steps.paper`) or is
+deferred to a later run (``settings.paper_policy``). Inside a service window
+(``settings.service_windows``) delivery is deferred, not failed.
 
 Invariants: every attempt is a ``Delivery`` row; every certificate ends in exactly one
 ``Outcome`` (the update only sets an outcome where there is none); a certificate whose
@@ -19,9 +19,6 @@ status call says it did not (otherwise it is deferred with reason
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
-import json
 import random
 import time
 from collections.abc import Sequence
@@ -34,6 +31,7 @@ from jobs.errors import MailboxUnavailable, Refusal
 from jobs.ids import idempotency_key, pdf_name, run_of
 from jobs.log import get_logger, mask_identity_numbers
 from jobs.settings import Settings, get_settings
+from jobs.steps.paper import write_print_queue
 
 log = get_logger(__name__)
 
@@ -43,7 +41,6 @@ BODY = (
     "Here is your EU Digital COVID Certificate as an attached PDF."
 )
 ATTACHMENT_NAME = "covidintyg.pdf"
-FILE_MODE = 0o600
 
 
 def parse_windows(specs: Sequence[str]) -> list[tuple[datetime, datetime]]:
@@ -591,86 +588,3 @@ def deliver_batch(
         "print_cpu_s": print_cpu,
         **counts,
     }
-
-
-def write_print_queue(batch_id: str, settings: Settings | None = None) -> int:
-    """One merged print PDF and a CSV manifest for the print house, with every PAPER
-    certificate of the batch (sorted by postcode). Idempotent: rewritten only when the set
-    of certificates changed. Files are readable by their owner only. Returns pages."""
-    import pyarrow.parquet as pq
-    from sqlalchemy import select
-
-    from jobs.db import engine
-    from jobs.ledger.models import Certificate, Outcome
-    from jobs.steps.pdf import PostalAddress, print_pdf, view_of
-    from jobs.storage import RunPaths, atomic_path, write_text_atomic
-
-    s = settings or get_settings()
-    with engine(s.resolved_ledger_url()).connect() as conn:
-        uvcis = set(
-            conn.scalars(
-                select(Certificate.uvci).where(
-                    Certificate.batch_id == batch_id, Certificate.outcome == Outcome.PAPER
-                )
-            )
-        )
-    paths = RunPaths.of(run_of(batch_id), s)
-    folder = paths.print_dir(batch_id)
-    manifest, pdf = folder / "manifest.csv", folder / "print.pdf"
-    if not uvcis:
-        return 0
-    if manifest.exists() and pdf.exists():
-        with open(manifest, encoding="utf-8", newline="") as fh:
-            if {r["uvci"] for r in csv.DictReader(fh)} == uvcis:
-                return len(uvcis)
-    signed = pq.read_table(paths.signed(batch_id), columns=["uvci", "hc1", "exp"]).to_pylist()
-    hc1 = {r["uvci"]: (r["hc1"], r["exp"]) for r in signed if r["uvci"] in uvcis}
-    cols = [
-        "uvci",
-        "order_id",
-        "payload_json",
-        "address_street",
-        "address_postcode",
-        "address_city",
-    ]
-    rows = [
-        r for r in pq.read_table(paths.batch_payloads(batch_id), columns=cols).to_pylist()
-        if r["uvci"] in uvcis
-    ]  # fmt: skip
-    rows.sort(key=lambda r: (r["address_postcode"] or "", r["uvci"]))
-
-    pdf_dir = paths.pdf_dir(batch_id)
-    pages, out = [], io.StringIO()
-    w = csv.writer(out)
-    w.writerow(["page", "uvci", "order_id", "document", "name", "street", "postcode", "city"])
-    for n, r in enumerate(rows, start=1):
-        code, exp = hc1[r["uvci"]]
-        payload = json.loads(r["payload_json"])
-        view = view_of(payload, code, exp)
-        nam = payload.get("nam", {})
-        name = " ".join(x for x in (nam.get("gn"), nam.get("fn")) if x)
-        address = PostalAddress(name, r["address_street"], r["address_postcode"], r["address_city"])
-        try:  # the page as rendered for the digital mailbox, reused (see print_pdf)
-            rendered = (pdf_dir / pdf_name(r["uvci"])).read_bytes()
-        except OSError:
-            rendered = None
-        pages.append((view, address, rendered))
-        w.writerow(
-            [
-                n,
-                r["uvci"],
-                r["order_id"],
-                pdf_name(r["uvci"]),
-                name,
-                address.street,
-                address.postcode,
-                address.city,
-            ]
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
-    with atomic_path(pdf, FILE_MODE) as tmp:
-        drawn = print_pdf(pages, tmp, author=s.issuer_name)
-    write_text_atomic(out.getvalue(), manifest, FILE_MODE)
-    log.info("print_queue", batch_id=batch_id, **drawn)
-    return len(pages)

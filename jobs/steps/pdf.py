@@ -3,9 +3,9 @@
 One page per certificate: the QR code (error correction Q, 62 mm, drawn as one filled path
 of rectangles: a raw ``re`` operator per horizontal run of dark modules, which is both
 smaller and faster than an embedded image), then the human-readable data with bilingual
-labels. Text uses an embedded DejaVu Sans subset so every name the register holds renders
-(Łukasz, Nguyễn, Øyvind...). The PDF metadata are neutral: no name, no birth date, no
-identifier, no timestamps, so equal input gives equal bytes.
+labels. Text uses an embedded DejaVu Sans subset (:mod:`jobs.steps.fonts`) so every name the
+register holds renders (Łukasz, Nguyễn, Øyvind...). The PDF metadata are neutral: no name,
+no birth date, no identifier, no timestamps, so equal input gives equal bytes.
 
 :func:`layout` describes a page as drawing operations; :func:`pdf_document` (the fast
 writer, used for certificates and for the merged print file of the print house) and
@@ -24,9 +24,18 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-ASSETS = Path(__file__).parent / "assets"
-FONT = "DejaVuSans"
-FONT_BOLD = "DejaVuSans-Bold"
+from jobs.steps.fonts import (
+    FONT,
+    FONT_BOLD,
+    PRIMED_CHARS,
+    PRIMED_SUBSET,
+    font_subset,
+    hex_table,
+    prime_fonts,
+    register_fonts,
+    stream_object,
+)
+
 MM = 72 / 25.4
 PAGE_W, PAGE_H = 595.2756, 841.8898  # A4 in points
 QR_SIZE_MM = 62.0  # at least 35 mm; larger scans better from paper and phone screens
@@ -103,64 +112,6 @@ def view_of(payload: dict[str, Any], hc1: str, exp: int | None = None) -> Certif
         )
     except KeyError as exc:
         raise RenderError(f"certificate {v.get('ci', '?')}: field {exc} missing") from exc
-
-
-# Characters every page uses (labels, digits, Latin letters, Swedish letters). Touching them
-# first makes the font subsets of almost every document identical, so the subset (and its
-# compressed stream) is built once per process instead of once per page.
-PRIMED_CHARS = "".join(chr(c) for c in range(0x20, 0x7F)) + "åäöÅÄÖéÉüÜ—" + "’"
-_FONT_STREAMS: dict[bytes, bytes] = {}  # uncompressed subset → compressed, per process
-
-
-class _CachedFlate:
-    """FlateDecode that remembers the compressed form of font subsets (the expensive,
-    repeated part of every save); other streams are compressed as usual."""
-
-    pdfname = "FlateDecode"
-
-    def encode(self, text: str | bytes) -> bytes:
-        if isinstance(text, str):
-            text = text.encode("utf-8")
-        hit = _FONT_STREAMS.get(text)
-        return hit if hit is not None else zlib.compress(text)
-
-    def decode(self, encoded: bytes) -> bytes:
-        return zlib.decompress(encoded)
-
-
-@cache
-def register_fonts() -> None:
-    """Register the embedded TTFs once per process (parsing DejaVu takes ~50 ms), with a
-    cache of their subsets, and switch off ASCII85 (binary streams are 20 % smaller)."""
-    from functools import lru_cache
-
-    from reportlab import rl_config
-    from reportlab.pdfbase import pdfdoc, pdfmetrics
-    from reportlab.pdfbase.ttfonts import TTFont
-
-    rl_config.useA85 = 0
-    pdfdoc.PDFZCompress = _CachedFlate()
-    for name, file in ((FONT, "DejaVuSans.ttf"), (FONT_BOLD, "DejaVuSans-Bold.ttf")):
-        font = TTFont(name, str(ASSETS / file))
-        make_subset = font.face.makeSubset
-
-        @lru_cache(maxsize=256)
-        def cached_subset(subset: tuple[int, ...], _make=make_subset) -> bytes:
-            data = _make(list(subset))
-            if len(_FONT_STREAMS) < 512:
-                _FONT_STREAMS[data] = zlib.compress(data)
-            return data
-
-        font.face.makeSubset = lambda subset, _c=cached_subset: _c(tuple(subset))
-        pdfmetrics.registerFont(font)
-
-
-def _prime_fonts(c) -> None:
-    """Give the primed characters the first codes of each font's subset in this document."""
-    from reportlab.pdfbase import pdfmetrics
-
-    for name in (FONT, FONT_BOLD):
-        pdfmetrics.getFont(name).splitString(PRIMED_CHARS, c._doc)
 
 
 def _qr_operators(hc1: str, x: float, y: float, size: float) -> str:
@@ -300,7 +251,7 @@ def _canvas(buffer: io.BytesIO, author: str):
     c.setCreator(NEUTRAL_METADATA["creator"])
     c.setAuthor(author)  # the issuing authority, never the holder
     c.setKeywords(NEUTRAL_METADATA["keywords"])
-    _prime_fonts(c)
+    prime_fonts(c)
     return c
 
 
@@ -373,7 +324,7 @@ def _reused_streams(
     """The content of a print page from the certificate's rendered page: the address, a
     shift down by PRINT_SHIFT, the page's own stream, the end of the shift. None when the
     certificate's page uses another font subset than the print page needs."""
-    if b"/BaseFont /" + _font_subset(subset).basefont.encode() + b" " not in cert_pdf:
+    if b"/BaseFont /" + font_subset(subset).basefont.encode() + b" " not in cert_pdf:
         return None
     stream = certificate_stream(cert_pdf)
     if stream is None:
@@ -386,13 +337,13 @@ def _reused_streams(
 # reportlab's document model rebuilds and reformats the same font objects (widths, cmaps,
 # descriptors, the subset itself) for every document, which cost more than the page. The
 # certificate page is one fixed structure, so this writer emits it directly: the font
-# objects of a subset are built once per process (via reportlab's TTF subsetter), the
-# page's content stream is written from the layout's operations, and the file is
-# assembled with its cross-reference table. Same layout, same fonts, a fraction of the time.
+# objects of a subset are built once per process (jobs.steps.fonts, via reportlab's TTF
+# subsetter), the page's content stream is written from the layout's operations, and the
+# file is assembled with its cross-reference table. Same layout, same fonts, a fraction of
+# the time.
 # Text uses a simple TrueType encoding: code 0 = .notdef, then PRIMED_CHARS, then the rare
 # characters a page adds (Ł, ễ...), at most 255 codes per page (else: reportlab's writer).
 
-_PRIMED_SUBSET = (0, *dict.fromkeys(ord(ch) for ch in PRIMED_CHARS))
 FAUX_BOLD = "2 Tr 0.35 w"  # fill + thin stroke: bold without embedding a second font
 
 
@@ -400,141 +351,17 @@ def _pdf_string(text: str) -> str:
     return "(" + text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ")"
 
 
-@dataclass(frozen=True)
-class _FontSubset:
-    basefont: str
-    widths: str
-    fontfile: bytes  # compressed
-    fontfile_length: int
-    cmap: bytes  # compressed
-
-    def objects(self, first: int) -> list[bytes]:
-        """Font, FontDescriptor, FontFile2, ToUnicode numbered from ``first``."""
-        from reportlab.pdfbase import pdfmetrics
-        from reportlab.pdfbase.ttfonts import FF_NONSYMBOLIC, FF_SYMBOLIC
-
-        face = pdfmetrics.getFont(FONT).face
-        flags = (face.flags & ~FF_NONSYMBOLIC) | FF_SYMBOLIC
-        bbox = " ".join(f"{b:g}" for b in face.bbox)
-        n = self.widths.count(" ") + 1
-        return [
-            (
-                f"<< /Type /Font /Subtype /TrueType /BaseFont /{self.basefont} /FirstChar 0 "
-                f"/LastChar {n - 1} /Widths [{self.widths}] "
-                f"/FontDescriptor {first + 1} 0 R /ToUnicode {first + 3} 0 R >>"
-            ).encode(),
-            (
-                f"<< /Type /FontDescriptor /Ascent {face.ascent} /CapHeight {face.capHeight} "
-                f"/Descent {face.descent} /Flags {flags} /FontBBox [{bbox}] "
-                f"/FontName /{self.basefont} /ItalicAngle {face.italicAngle} /StemV {face.stemV} "
-                f"/FontFile2 {first + 2} 0 R /MissingWidth {face.defaultWidth} >>"
-            ).encode(),
-            _stream(self.fontfile, f"/Length1 {self.fontfile_length}"),
-            _stream(self.cmap),
-        ]
-
-
-def _stream(packed: bytes, extra: str = "") -> bytes:
-    head = f"<< /Filter /FlateDecode /Length {len(packed)} {extra}>>\nstream\n".encode()
-    return head + packed + b"\nendstream"
-
-
-def _slim_name_table(font: bytes) -> bytes:
-    """The font with its 'name' table cut to name ids 0-7 (copyright, family, style, unique
-    id, full name, version, PostScript name, trademark) — what fontTools' subsetter keeps
-    by default. DejaVu's table also carries the whole licence text (15 kB per document);
-    the licence ships with the source in jobs/steps/assets."""
-    import struct
-
-    num = struct.unpack(">H", font[4:6])[0]
-    tables = {}
-    for i in range(num):
-        tag, _cs, off, ln = struct.unpack(">4sIII", font[12 + 16 * i : 28 + 16 * i])
-        tables[tag] = font[off : off + ln]
-    name = tables.get(b"name")
-    if name is None:
-        return font
-    _fmt, count, storage = struct.unpack(">HHH", name[:6])
-    records, strings = [], b""
-    for i in range(count):
-        pid, eid, lid, nid, ln, off = struct.unpack(">6H", name[6 + 12 * i : 18 + 12 * i])
-        if nid <= 7:
-            text = name[storage + off : storage + off + ln]
-            records.append((pid, eid, lid, nid, len(text), len(strings)))
-            strings += text
-    head = struct.pack(">HHH", 0, len(records), 6 + 12 * len(records))
-    tables[b"name"] = head + b"".join(struct.pack(">6H", *r) for r in records) + strings
-    if b"head" in tables:  # checkSumAdjustment is recomputed below
-        tables[b"head"] = tables[b"head"][:8] + b"\0\0\0\0" + tables[b"head"][12:]
-
-    def checksum(data: bytes) -> int:
-        data += b"\0" * (-len(data) % 4)
-        return sum(struct.unpack(f">{len(data) // 4}I", data)) & 0xFFFFFFFF
-
-    tags = sorted(tables)
-    out_dir, body = bytearray(font[:12]), bytearray()
-    offset = 12 + 16 * len(tags)
-    for tag in tags:
-        data = tables[tag]
-        out_dir += struct.pack(">4sIII", tag, checksum(data), offset + len(body), len(data))
-        body += data + b"\0" * (-len(data) % 4)
-    result = bytearray(out_dir + body)
-    if b"head" in tables:
-        pos = result.find(b"head", 12, 12 + 16 * len(tags))
-        head_off = struct.unpack(">I", result[pos + 8 : pos + 12])[0]
-        adjust = (0xB1B0AFBA - checksum(bytes(result))) & 0xFFFFFFFF
-        result[head_off + 8 : head_off + 12] = struct.pack(">I", adjust)
-    return bytes(result)
-
-
-@cache
-def _font_subset(subset: tuple[int, ...]) -> _FontSubset:
-    """The embedded subset of DejaVu Sans for these code points (code i = subset[i]);
-    built once per process and subset."""
-    import hashlib
-
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.ttfonts import makeToUnicodeCMap
-
-    face = pdfmetrics.getFont(FONT).face
-    tag = "".join(chr(65 + b % 26) for b in hashlib.sha256(repr(subset).encode()).digest()[:6])
-    basefont = f"{tag}+{face.name.decode('latin-1')}"
-    fontfile = _slim_name_table(face.makeSubset(list(subset)))
-    return _FontSubset(
-        basefont=basefont,
-        widths=" ".join(f"{face.getCharWidth(c):g}" for c in subset),
-        fontfile=zlib.compress(fontfile),
-        fontfile_length=len(fontfile),
-        cmap=zlib.compress(makeToUnicodeCMap(basefont, list(subset)).encode("latin-1")),
-    )
-
-
 def _page_subset(ops: list[tuple]) -> tuple[int, ...]:
     chars = set("".join([op[5] for op in ops if op[0] == "t"])).difference(PRIMED_CHARS)
-    extra = {ord(ch) for ch in chars}.difference(_PRIMED_SUBSET)
-    subset = _PRIMED_SUBSET + tuple(sorted(extra))
+    extra = {ord(ch) for ch in chars}.difference(PRIMED_SUBSET)
+    subset = PRIMED_SUBSET + tuple(sorted(extra))
     if len(subset) > 256:
         raise RenderError("a page needs more than 255 distinct characters")
     return subset
 
 
-class _HexTable(dict):
-    """str.translate table: a character → the two hex digits of its code in a font
-    subset; characters outside the subset are code 0 (.notdef)."""
-
-    def __missing__(self, key: int) -> str:
-        return "00"
-
-
-@cache
-def _hex_table(subset: tuple[int, ...]) -> _HexTable:
-    table = _HexTable({c: f"{i:02x}" for i, c in enumerate(subset)})
-    table[0xA0] = table[0x20]  # no-break space is drawn as a space
-    return table
-
-
 def _content_text(ops: list[tuple], subset: tuple[int, ...]) -> str:
-    table = _hex_table(subset)
+    table = hex_table(subset)
     parts = []
     for op in ops:
         if op[0] == "t":
@@ -580,7 +407,7 @@ def _assemble(pages: list[tuple[tuple[int, ...], list[bytes]]], metadata: dict[s
     for subset, streams in pages:
         if subset not in font_of:
             font_of[subset] = len(objects) + 1
-            objects.extend(_font_subset(subset).objects(len(objects) + 1))
+            objects.extend(font_subset(subset).objects(len(objects) + 1))
         page_no = len(objects) + 1
         kids.append(f"{page_no} 0 R")
         first = page_no + 1
@@ -596,7 +423,7 @@ def _assemble(pages: list[tuple[tuple[int, ...], list[bytes]]], metadata: dict[s
                 "/ProcSet [/PDF /Text] >> >>"
             ).encode()
         )
-        objects.extend(_stream(packed) for packed in streams)
+        objects.extend(stream_object(packed) for packed in streams)
     objects[0] = b"<< /Type /Catalog /Pages 2 0 R >>"
     objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>".encode()
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
