@@ -308,8 +308,9 @@ def _verify(v: Verdict, hc1: Any, trust: TrustStore | None, at: dt.datetime) -> 
     v.kid = base64.b64encode(kid).decode() if kid else None
     iss, iat, exp = claims.get(cwt.CLAIM_ISS), claims.get(cwt.CLAIM_IAT), claims.get(cwt.CLAIM_EXP)
     v.iss = iss if isinstance(iss, str) else None
-    v.iat = None if _numeric_date(iat) is None else int(iat)
-    v.exp = None if _numeric_date(exp) is None else int(exp)
+    iat_date, exp_date = _numeric_date(iat), _numeric_date(exp)
+    v.iat = None if iat_date is None else int(iat_date)
+    v.exp = None if exp_date is None else int(exp_date)
     dcc = jsonable(cwt.dcc_of(claims))
     v.payload = dcc
 
@@ -330,7 +331,7 @@ def _verify(v: Verdict, hc1: Any, trust: TrustStore | None, at: dt.datetime) -> 
             else:
                 dsc = signature_ok(msg, candidates)
                 if dsc is None:
-                    alg = cose.ALG_NAMES.get(msg.alg, msg.alg)  # type: ignore[arg-type]
+                    alg = msg.alg if msg.alg is None else cose.ALG_NAMES.get(msg.alg, msg.alg)
                     v.fail(
                         "signature",
                         f"{alg} signature does not verify with the DSC(s) of kid {v.kid}",
