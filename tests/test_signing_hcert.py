@@ -88,7 +88,9 @@ def test_sign_many_pool_matches_and_verifies(keys: Path) -> None:
     signer = file_signer(keys)
     iat, exp = validity(signer, int(time.time()), 30)
     lines = [json.dumps(SAMPLES[i % len(SAMPLES)]) for i in range(600)]
-    pooled = sign_many(lines, iat=iat, exp=exp, keys=settings.key_source(), workers=2, chunk_size=128)
+    pooled = sign_many(
+        lines, iat=iat, exp=exp, keys=settings.key_source(), workers=2, chunk_size=128
+    )
     assert len(pooled) == 600
     for i in (0, 1, 299, 599):  # order preserved; ECDSA is randomised, so compare content
         v = verify(pooled[i], trust=[signer.dsc])

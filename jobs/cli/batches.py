@@ -74,12 +74,11 @@ app.add_typer(runs, name="runs")
 app.add_typer(batches, name="batches")
 app.add_typer(certificates, name="certificates")
 
+
 # ------------------------------------------------------------------ runs
 @runs.command("list")
 def runs_list(
-    limit: int = typer.Option(
-        50, "--limit", min=1, help="Newest runs first, at most this many."
-    ),
+    limit: int = typer.Option(50, "--limit", min=1, help="Newest runs first, at most this many."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Every run: state, start, duration, batches and certificates."""
@@ -119,6 +118,7 @@ def runs_list(
             for o in out
         ],
     )
+
 
 @runs.command("show")
 def runs_show(
@@ -180,6 +180,7 @@ def runs_show(
             ],
         )
 
+
 # ------------------------------------------------------------------ batches
 @batches.command("list")
 def batches_list(
@@ -221,6 +222,7 @@ def batches_list(
         ],
     )
 
+
 @batches.command("plan")
 def batches_plan(
     run: str = typer.Argument(..., help="Run id (its payloads.parquet is cut)."),
@@ -231,6 +233,7 @@ def batches_plan(
 
     ids = plan(run)
     _echo_json(ids) if json_out else typer.echo("\n".join(ids))
+
 
 @batches.command("step")
 def batches_step(
@@ -245,6 +248,7 @@ def batches_step(
     except Exception as exc:
         _fail(f"{type(exc).__name__}: {exc}", 1)
     typer.echo(json.dumps(result, default=_iso))
+
 
 @batches.command("rerun")
 def batches_rerun(
@@ -321,9 +325,7 @@ def batches_rerun(
             results.extend(rerun([bid], on_step=on_step, through=through, takeover=force))
             bar.advance(task)
     try:
-        closed = close_finished_runs(
-            parse_batch_id(r["batch_id"])[0] for r in results if r["ok"]
-        )
+        closed = close_finished_runs(parse_batch_id(r["batch_id"])[0] for r in results if r["ok"])
     except Exception as exc:
         typer.echo(f"error: batches rerun, but closing their run failed: {exc}", err=True)
         closed, close_failed = [], True
@@ -350,6 +352,7 @@ def batches_rerun(
         )
     if close_failed or not all(r["ok"] for r in results):
         raise typer.Exit(1)
+
 
 def _rerun_via_airflow(
     ids: list[str], dag_id: str | None, dag_run_id: str | None, dry_run: bool, json_out: bool
@@ -389,8 +392,7 @@ def _rerun_via_airflow(
     else:
         for o in out:
             _table(
-                f"{'would clear' if dry_run else 'cleared'} in {o['dag_id']} / "
-                f"{o['dag_run_id']}",
+                f"{'would clear' if dry_run else 'cleared'} in {o['dag_id']} / {o['dag_run_id']}",
                 ["task instance"],
                 [[t] for t in o["task_instances"]],
             )
@@ -398,6 +400,7 @@ def _rerun_via_airflow(
                 typer.echo(f"not found in the DAG run: {', '.join(o['not_found'])}", err=True)
     if any(o["not_found"] for o in out):
         raise typer.Exit(1)
+
 
 # ------------------------------------------------------------------ certificates
 @certificates.command("show")
@@ -467,6 +470,7 @@ def certificates_show(
             for d in info["deliveries"]
         ],
     )
+
 
 # ------------------------------------------------------------------ bench
 @bench.command("batches")

@@ -13,6 +13,7 @@ import typer
 app = typer.Typer()
 bench = typer.Typer()
 
+
 @app.command("render")
 def render(
     in_path: Path = typer.Option(..., "--in", help="Signed certificates (bevis sign output)."),
@@ -41,6 +42,7 @@ def render(
     if result["failed"]:
         raise typer.Exit(1)
 
+
 @app.command("deliver")
 def deliver(
     batch_id: str = typer.Argument(..., help="Batch id, e.g. <run>-b0001."),
@@ -55,8 +57,10 @@ def deliver(
     result = deliver_batch(batch_id, retry_deferred=retry_deferred)
     typer.echo(json.dumps(result, default=str))
 
+
 simulator = typer.Typer(help="Simulators for local work.", no_args_is_help=True)
 app.add_typer(simulator, name="simulator")
+
 
 @simulator.command("mailbox")
 def simulator_mailbox(
@@ -70,6 +74,7 @@ def simulator_mailbox(
     typer.echo(f"mailbox simulator on http://{host}:{port}", err=True)
     serve(host, port)
 
+
 @bench.command("render")
 def bench_render(
     n: int = typer.Option(2000, "--n", min=1, help="PDFs to render."),
@@ -80,12 +85,11 @@ def bench_render(
 
     typer.echo(json.dumps(run(n, workers)))
 
+
 @bench.command("deliver")
 def bench_deliver(
     n: int = typer.Option(5000, "--n", min=1, help="Certificates in the batch."),
-    url: str | None = typer.Option(
-        None, "--url", help="A running simulator (default: start one)."
-    ),
+    url: str | None = typer.Option(None, "--url", help="A running simulator (default: start one)."),
     concurrency: int | None = typer.Option(None, "--concurrency", min=1),
 ) -> None:
     """Messages per second from deliver_batch to the mailbox simulator; JSON last line."""

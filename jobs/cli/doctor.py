@@ -9,6 +9,7 @@ import typer
 app = typer.Typer()
 bench = typer.Typer()
 
+
 @app.command()
 def doctor(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -36,8 +37,10 @@ def doctor(
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(1)
 
+
 db = typer.Typer(help="The databases: sources, ledger, reporting.", no_args_is_help=True)
 app.add_typer(db, name="db")
+
 
 @db.command("migrate")
 def db_migrate() -> None:

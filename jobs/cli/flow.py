@@ -48,11 +48,10 @@ def print_summary(summary: dict) -> None:
 app = typer.Typer()
 bench = typer.Typer()
 
+
 @app.command()
 def demo(
-    persons: int = typer.Option(
-        3000, "--persons", min=10, help="Persons in the seeded register."
-    ),
+    persons: int = typer.Option(3000, "--persons", min=10, help="Persons in the seeded register."),
     out: Path = typer.Option(Path("demo-out"), "--out", help="Output folder (replaced)."),
     batch_size: int = typer.Option(500, "--batch-size", min=1, help="Certificates per batch."),
     seed: int = typer.Option(2021, "--seed", help="Seed of the synthetic register."),
@@ -68,6 +67,7 @@ def demo(
         typer.echo(f"demo failed: {exc}", err=True)
         raise typer.Exit(1) from exc
     print_summary(summary)
+
 
 @app.command()
 def issue(
@@ -87,6 +87,7 @@ def issue(
         print_summary(summary)
     if summary["state"] != "SUCCEEDED":
         raise typer.Exit(1)
+
 
 @bench.command("e2e")
 def bench_e2e(

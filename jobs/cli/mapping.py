@@ -11,6 +11,7 @@ import typer
 app = typer.Typer()
 bench = typer.Typer()
 
+
 @app.command("map")
 def map_cmd(
     run: str = typer.Option(..., "--run", help="Run id (its validated.parquet is mapped)."),
@@ -38,6 +39,7 @@ def map_cmd(
             f"products table {result.product_table_version}; {result.seconds:.2f} s"
         )
 
+
 @app.command("products")
 def products_cmd(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -61,9 +63,7 @@ def products_cmd(
         for p in table.products
     ]
     if json_out:
-        typer.echo(
-            json.dumps({"version": table.version, "products": rows, "problems": problems})
-        )
+        typer.echo(json.dumps({"version": table.version, "products": rows, "problems": problems}))
     else:
         from rich.console import Console
         from rich.table import Table
@@ -78,6 +78,7 @@ def products_cmd(
             typer.echo(f"problem: {problem}", err=True)
     if problems:
         raise typer.Exit(1)
+
 
 @bench.command("map")
 def bench_map(

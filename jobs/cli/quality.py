@@ -9,6 +9,7 @@ import typer
 app = typer.Typer()
 bench = typer.Typer()
 
+
 @app.command("validate")
 def validate_cmd(
     run: str = typer.Option(..., "--run", help="Run id."),
@@ -41,6 +42,7 @@ def validate_cmd(
     if result.output:
         typer.echo(f"output: {result.output}")
     typer.echo(f"Data Docs: {result.data_docs}")
+
 
 @bench.command("validate")
 def bench_validate(

@@ -24,11 +24,10 @@ def _day(value: str | None, option: str) -> date | None:
 app = typer.Typer()
 bench = typer.Typer()
 
+
 @app.command()
 def report(
-    out: Path = typer.Option(
-        ..., "--out", help="Folder for report.html and data/*.csv|parquet."
-    ),
+    out: Path = typer.Option(..., "--out", help="Folder for report.html and data/*.csv|parquet."),
     date_from: str | None = typer.Option(None, "--from", help="First day (YYYY-MM-DD, UTC)."),
     date_to: str | None = typer.Option(None, "--to", help="Last day (YYYY-MM-DD, UTC)."),
     no_refresh: bool = typer.Option(
@@ -48,6 +47,7 @@ def report(
         raise typer.Exit(2) from exc
     typer.echo(f"report: {path}")
     typer.echo(f"exports: {path.parent / 'data'}")
+
 
 @bench.command("report")
 def bench_report(
@@ -82,9 +82,7 @@ def bench_report(
         t3 = time.perf_counter()
         html = build_report(out or Path(tmp) / "report", settings=s, refresh_first=False)
         t4 = time.perf_counter()
-        withheld = sum(
-            int((f["suppressed"] != "").sum()) for f in pub.tables.values() if len(f)
-        )
+        withheld = sum(int((f["suppressed"] != "").sum()) for f in pub.tables.values() if len(f))
         cells = sum(len(f) for f in pub.tables.values())
         result = {
             "bench": "report",

@@ -87,6 +87,7 @@ def sign_file(in_path: Path, out_path: Path, exp_days: int | None = None, settin
 app = typer.Typer()
 bench = typer.Typer()
 
+
 @app.command("sign")
 def sign(
     in_path: Path = typer.Option(..., "--in", help="DCC payloads, one JSON object a line."),
@@ -118,6 +119,7 @@ def sign(
     )
     if result["refused"]:
         raise typer.Exit(EXIT_REFUSED)
+
 
 @app.command("verify")
 def verify(
@@ -165,12 +167,11 @@ def verify(
                 hc1 = text
         verdict = verify_one(hc1, trust=store, at=clock)
         all_valid &= verdict.valid
-        sys.stdout.write(
-            json.dumps({"line": n, **verdict.as_dict()}, ensure_ascii=False) + "\n"
-        )
+        sys.stdout.write(json.dumps({"line": n, **verdict.as_dict()}, ensure_ascii=False) + "\n")
     sys.stdout.flush()
     if not all_valid:
         raise typer.Exit(1)
+
 
 @app.command("conformance")
 def conformance(
@@ -201,10 +202,10 @@ def conformance(
     if not report.ok:
         raise typer.Exit(1)
 
-keys = typer.Typer(
-    help="Signing keys: development CSCA/DSC, the active DSC.", no_args_is_help=True
-)
+
+keys = typer.Typer(help="Signing keys: development CSCA/DSC, the active DSC.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
+
 
 @keys.command("init-dev")
 def init_dev(
@@ -226,11 +227,16 @@ def init_dev(
     passphrase = s.key_passphrase.get_secret_value() if s.key_passphrase else None
     try:
         kid = init_dev_keys(
-            target, country=s.issuer_country, passphrase=passphrase, force=force, source=s.key_source()
+            target,
+            country=s.issuer_country,
+            passphrase=passphrase,
+            force=force,
+            source=s.key_source(),
         )
     except SigningKeyError as exc:
         raise _fail(str(exc)) from None
     typer.echo(base64.b64encode(kid).decode())
+
 
 @keys.command("show-dsc")
 def show_dsc() -> None:
@@ -255,6 +261,7 @@ def show_dsc() -> None:
     except SigningKeyError as exc:
         raise _fail(str(exc)) from None
 
+
 @bench.command("sign")
 def bench_sign(
     n: int = typer.Option(20000, "--n", min=1, help="Certificates per measurement."),
@@ -270,6 +277,7 @@ def bench_sign(
 
     result = run_bench(n, workers)
     typer.echo(json.dumps(result))
+
 
 @bench.command("cose")
 def bench_cose_cmd(

@@ -15,6 +15,7 @@ def _fail(exc: BaseException, code: int = 2) -> None:
 app = typer.Typer()
 bench = typer.Typer()
 
+
 @app.command()
 def seed(
     persons: int = typer.Option(..., "--persons", min=1, help="People in the register."),
@@ -38,6 +39,7 @@ def seed(
     summary = {k: v for k, v in m.to_dict().items() if k != "defects"}
     typer.echo(json.dumps(summary, ensure_ascii=False))
 
+
 @app.command()
 def extract(
     run: str = typer.Option(..., "--run", help="Run id."),
@@ -56,8 +58,10 @@ def extract(
         _fail(exc)
     typer.echo(json.dumps(r.meta()))
 
+
 orders = typer.Typer(help="Certificate orders: states and claims.", no_args_is_help=True)
 app.add_typer(orders, name="orders")
+
 
 @orders.command("release")
 def orders_release(
@@ -70,6 +74,7 @@ def orders_release(
     n = release(run, order or None)
     typer.echo(f"released {n} orders of run {run}")
 
+
 @orders.command("status")
 def orders_status(
     run: str | None = typer.Option(None, "--run", help="Only the orders of this run."),
@@ -80,6 +85,7 @@ def orders_status(
     from jobs.sources.orders import states
 
     typer.echo(json.dumps(states(run), sort_keys=True))
+
 
 @bench.command("seed")
 def bench_seed(
@@ -93,6 +99,7 @@ def bench_seed(
     from jobs.devtools.seed import bench_seed as run
 
     typer.echo(json.dumps(run(persons, db=db, seed=seed)))
+
 
 @bench.command("extract")
 def bench_extract(

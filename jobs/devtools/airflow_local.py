@@ -73,7 +73,14 @@ def run_dag_test(
 ) -> dict:
     """Run one DAG run through real Airflow (``dag.test()``) in a child process; returns
     ``{"state", "dag_run_id", "bevis_run", "task_states"}``."""
-    cmd = [sys.executable, "-m", "jobs.devtools.airflow_local", dag_id, json.dumps(conf), str(result_file)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.devtools.airflow_local",
+        dag_id,
+        json.dumps(conf),
+        str(result_file),
+    ]
     with open(log_file, "ab") as log:
         proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     if not result_file.exists():

@@ -29,4 +29,3 @@ class Publication:
     tables: dict[str, Any]
     figures: dict[str, Any]
     refreshed_at: datetime | None
-

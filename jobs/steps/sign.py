@@ -431,4 +431,3 @@ def _certificate_rows(signed, payloads, run_id: str, batch_id: str) -> list[dict
             }
         )
     return rows
-
