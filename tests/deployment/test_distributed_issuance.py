@@ -23,7 +23,7 @@ import pytest
 
 from jobs import flow
 from jobs.devtools import airflow_local
-from tests.distributed import AirflowCluster, LocalService
+from tests.deployment.distributed import AirflowCluster, LocalService
 
 pytestmark = [
     pytest.mark.distributed,

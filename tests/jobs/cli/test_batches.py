@@ -13,7 +13,7 @@ from jobs import batches
 from jobs.cli import app
 from jobs.ledger import queries
 from jobs.ledger.runs import finish_run
-from tests.test_batches_support import (  # noqa: F401  (fixtures)
+from tests.jobs.batches_support import (  # noqa: F401  (fixtures)
     batch_env_fixture,
     dev_keys_fixture,
     ledger_certificates,

@@ -19,7 +19,7 @@ from jobs import batches, faults, flow
 from jobs.cli import app
 from jobs.ledger.models import Batch, BatchState
 from jobs.ledger.runs import ledger
-from tests.test_batches_support import (  # noqa: F401  (fixtures)
+from tests.jobs.batches_support import (  # noqa: F401  (fixtures)
     assert_run_consistent,
     batch_env_fixture,
     dev_keys_fixture,

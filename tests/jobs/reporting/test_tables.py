@@ -29,7 +29,7 @@ from jobs.reporting.tables import (
     refresh,
 )
 from jobs.settings import get_settings
-from tests.test_reporting_aggregate import lp_ranges
+from tests.transforms.test_aggregate import lp_ranges
 from transforms.aggregate import Relation, Suppressed
 
 IDENTITY_COLUMNS = {"pid", "order_id", "uvci", "person_id", "hc1_sha256", "event_id"}

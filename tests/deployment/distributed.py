@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import make_url
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # The deployment's Celery settings (docker/), installed the way the image installs them.
 CELERY_CONFIG_MODULE = REPO / "docker" / "bevis_celery_config.py"
 FINISHED = frozenset({"success", "failed"})

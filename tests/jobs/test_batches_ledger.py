@@ -17,7 +17,7 @@ from jobs.ledger.runs import finish_run, ledger, record_step_time, start_run
 from jobs.settings import get_settings
 from jobs.steps import sign
 from jobs.storage import RunPaths
-from tests.test_batches_support import (  # noqa: F401  (fixtures)
+from tests.jobs.batches_support import (  # noqa: F401  (fixtures)
     assert_run_consistent,
     batch_env_fixture,
     dev_keys_fixture,

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.distributed import AirflowCluster
+from tests.deployment.distributed import AirflowCluster
 
 DAGS = Path(__file__).parent / "fixtures" / "dags_smoke"
 
@@ -63,7 +63,7 @@ def test_a_failing_start_kills_every_process_and_prints_the_logs(
 ) -> None:
     import socket
 
-    from tests.distributed import ClusterError
+    from tests.deployment.distributed import ClusterError
 
     cluster = AirflowCluster(DAGS, tmp_path, pg_url, redis_url, start_timeout=180)
     with socket.socket() as squatter:  # the api-server cannot bind its port and exits
