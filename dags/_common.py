@@ -20,7 +20,10 @@ DEFAULT_ARGS = {
     "max_retry_delay": timedelta(minutes=15),
 }
 
-# Errors that no retry can mend fail at once; outages of the mailbox retry with backoff.
+# Written against bevis' one error taxonomy (jobs/errors.py): every domain error either
+# fails at once (NotRetryable, a data-quality gate) or retries for a reason (Retryable,
+# network errors). First match wins. Only light modules are named: the rules import them
+# when the DAG file is parsed.
 RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
         RetryRule(
@@ -34,10 +37,21 @@ RETRY_POLICY = ExceptionRetryPolicy(
             reason="refused by the schema or the value sets; fix the data, then rerun",
         ),
         RetryRule(
+            exception="jobs.errors.NotRetryable",
+            action=RetryAction.FAIL,
+            reason="the same input gives the same failure; see the error, fix, then rerun",
+        ),
+        RetryRule(
             exception="jobs.errors.MailboxUnavailable",
             action=RetryAction.RETRY,
             retry_delay=timedelta(minutes=2),
             reason="mailbox operator unavailable",
+        ),
+        RetryRule(
+            exception="jobs.errors.Retryable",
+            action=RetryAction.RETRY,
+            retry_delay=timedelta(minutes=1),
+            reason="a passing condition (database, a busy batch, a lost lease)",
         ),
         RetryRule(
             exception="httpx.TransportError",

@@ -7,7 +7,8 @@ against these classes, by dotted path, so this module stays free of heavy import
     │   ├── LedgerMismatch    the ledger and a batch's files disagree
     │   ├── InputMissing      a step's input file is not there (an earlier step must run)
     │   ├── UnknownRun / UnknownBatch
-    │   └── StepOutOfOrder
+    │   ├── StepOutOfOrder
+    │   └── KeysUnusable      signing keys missing, or unusable for the validity
     └── Retryable             a passing condition: retry later
         ├── MailboxUnavailable  the operator (or FaR) is down or in a service window
         ├── DatabaseUnavailable a database cannot be reached
@@ -25,6 +26,7 @@ __all__ = [
     "BevisError",
     "DatabaseUnavailable",
     "InputMissing",
+    "KeysUnusable",
     "LedgerMismatch",
     "MailboxUnavailable",
     "NotRetryable",
@@ -71,6 +73,10 @@ class UnknownBatch(NotRetryable, LookupError):
 
 class StepOutOfOrder(NotRetryable):
     """A step was asked for before the step it depends on."""
+
+
+class KeysUnusable(NotRetryable):
+    """The signing keys are missing or cannot sign for the requested validity."""
 
 
 class MailboxUnavailable(Retryable):

@@ -17,13 +17,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.errors import NotRetryable
 from jobs.log import get_logger
 
 log = get_logger(__name__)
 MARKER = ".bevis-demo"
 
 
-class DemoFailed(RuntimeError):
+class DemoFailed(NotRetryable):
     """A check of the demo run failed; the message says which."""
 
 

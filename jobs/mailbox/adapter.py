@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from jobs.errors import BevisError, NotRetryable, Retryable
+
 MAX_RECIPIENTS_PER_LOOKUP = 1000
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 MAX_SUBJECT_CHARS = 255
@@ -68,7 +70,7 @@ class Reachability:
         return "deliverable"
 
 
-class MessageInvalid(ValueError):
+class MessageInvalid(NotRetryable, ValueError):
     """A message breaks the protocol's limits (checked before sending)."""
 
 
@@ -104,7 +106,7 @@ class Receipt:
     latency_ms: float | None = None
 
 
-class MailboxError(Exception):
+class MailboxError(BevisError):
     """A failed call; ``http_status`` when the service answered."""
 
     def __init__(self, message: str, http_status: int | None = None) -> None:
@@ -112,7 +114,7 @@ class MailboxError(Exception):
         self.http_status = http_status
 
 
-class TransientError(MailboxError):
+class TransientError(MailboxError, Retryable):
     """Worth retrying: 5xx, 429, timeouts, connection errors. ``ambiguous`` when the
     request may have reached the operator (so a later status check decides)."""
 
@@ -128,11 +130,11 @@ class TransientError(MailboxError):
         self.ambiguous = ambiguous
 
 
-class PermanentError(MailboxError):
+class PermanentError(MailboxError, NotRetryable):
     """The operator refused this message; retrying the same request cannot help."""
 
 
-class CircuitOpenError(MailboxError):
+class CircuitOpenError(MailboxError, Retryable):
     """Not attempted: the circuit breaker of this service is open."""
 
     def __init__(self, service: str, retry_in: float) -> None:

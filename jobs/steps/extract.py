@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.errors import NotRetryable
 from jobs.settings import Settings, get_settings
 from jobs.sources.models import CLAIMED, PENDING, TABLES
 from jobs.sources.orders import VALID_CONSENT
@@ -48,7 +49,7 @@ ORDER BY o.person_id
 """
 
 
-class ExtractError(RuntimeError):
+class ExtractError(NotRetryable):
     """The extract cannot go on; the message names the cause (never personal data)."""
 
 

@@ -24,6 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from jobs.errors import NotRetryable
 from jobs.steps.fonts import (
     FONT,
     FONT_BOLD,
@@ -76,7 +77,7 @@ class PostalAddress:
     city: str
 
 
-class RenderError(ValueError):
+class RenderError(NotRetryable, ValueError):
     """A payload cannot be shown on a certificate (the message names the UVCI, not the
     person)."""
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.errors import NotRetryable
 from jobs.ids import pdf_name, run_of
 from jobs.log import get_logger
 from jobs.settings import Settings, get_settings
@@ -33,7 +34,7 @@ PDF_MODE = 0o600
 DIR_MODE = 0o700
 
 
-class RenderFailed(RuntimeError):
+class RenderFailed(NotRetryable):
     """Some certificates of a batch could not be rendered; names them by UVCI."""
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 
 from jobs import faults
-from jobs.errors import InputMissing, LedgerMismatch
+from jobs.errors import InputMissing, KeysUnusable, LedgerMismatch
 from jobs.ids import parse_batch_id
 from jobs.ledger.models import Certificate
 from jobs.ledger.runs import ledger
@@ -224,6 +224,25 @@ def _quarantine(run_id: str, entries: list[dict[str, Any]], settings: Settings) 
         quarantine.record(run_id, "sign", old + entries, settings)
 
 
+def active_signer(s: Settings) -> Any:
+    """The active DSC signer; missing or unusable keys fail at once (KeysUnusable)."""
+    from signing.keys import SigningKeyError, load_signer
+
+    try:
+        return load_signer(s.key_source())
+    except SigningKeyError as exc:
+        raise KeysUnusable(str(exc)) from exc
+
+
+def _validity(signer: Any, s: Settings) -> tuple[int, int]:
+    from signing.hcert import ValidityError, validity
+
+    try:
+        return validity(signer, int(time.time()), s.validity_days)
+    except ValidityError as exc:
+        raise KeysUnusable(str(exc)) from exc
+
+
 def sign_batch(
     batch_id: str, settings: Settings | None = None, *, _fault: faults.Fault | None = None
 ) -> dict[str, Any]:
@@ -257,8 +276,7 @@ def sign_batch(
     if resumed:
         signed = pq.read_table(out).select(SIGNED.names).cast(SIGNED)
     else:
-        from signing.hcert import sign_many, validity
-        from signing.keys import load_signer
+        from signing.hcert import sign_many
 
         orders = payloads["order_id"].to_pylist()
         with eng.connect() as conn:
@@ -278,8 +296,8 @@ def sign_batch(
             payloads = payloads.filter(
                 pc.invert(pc.is_in(payloads["order_id"], pa.array(list(issued), pa.string())))
             )
-        signer = load_signer(s.key_source())
-        iat, exp = validity(signer, int(time.time()), s.validity_days)
+        signer = active_signer(s)
+        iat, exp = _validity(signer, s)
         workers = s.resolved_workers()
         t0 = time.perf_counter()
         hc1s = sign_many(

@@ -497,8 +497,7 @@ def _validate_signed_batch(batch_id: str, s: Settings) -> ValidationResult:
     from data_quality.runner import docs_index, run_suite
     from jobs.ids import parse_batch_id
     from jobs.ledger import quarantine
-    from jobs.steps.sign import verify_many
-    from signing.keys import load_signer
+    from jobs.steps.sign import active_signer, verify_many
 
     t0 = time.perf_counter()
     clock = _Clock()
@@ -516,7 +515,7 @@ def _validate_signed_batch(batch_id: str, s: Settings) -> ValidationResult:
     uvcis = signed["uvci"].to_pylist()
     clock.lap("read")
 
-    trust_pem = load_signer(s.key_source()).dsc.public_bytes(Encoding.PEM)
+    trust_pem = active_signer(s).dsc.public_bytes(Encoding.PEM)
     expected = [plan.get(o) or u for o, u in zip(orders, uvcis, strict=True)]
     checked = verify_many(signed["hc1"].to_pylist(), expected, trust_pem, s.resolved_workers())
     clock.lap("verify")
