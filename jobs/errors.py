@@ -4,18 +4,24 @@ against these classes, by dotted path, so this module stays free of heavy import
     BevisError
     ├── NotRetryable          the same input gives the same failure: fail at once
     │   ├── Refusal           refused by the schema, the value sets or a policy
+    │   │   └── InvalidInstant  a timestamp that is not a UTC instant (naive, epoch, garbage)
     │   ├── LedgerMismatch    the ledger and a batch's files disagree
     │   ├── InputMissing      a step's input file is not there (an earlier step must run)
     │   ├── UnknownRun / UnknownBatch
     │   ├── StepOutOfOrder
-    │   └── KeysUnusable      signing keys missing, or unusable for the validity
+    │   ├── KeysUnusable      signing keys missing, or unusable for the validity
+    │   ├── DatabaseMissing   a read found no database (or an older schema): nothing created
+    │   └── ConfigurationInvalid  unsafe or inconsistent settings (plain http to a host)
     └── Retryable             a passing condition: retry later
         ├── MailboxUnavailable  the operator (or FaR) is down or in a service window
         ├── DatabaseUnavailable a database cannot be reached
-        └── BatchBusy           another live process works on the batch
+        ├── BatchBusy           another live process works on the batch
+        └── LeaseLost           this worker no longer holds the batch's lease
 
 A run-level data-quality failure is ``data_quality.RunGateFailed`` (data_quality cannot
-import jobs; the policy names it beside NotRetryable). Messages name records by order id
+import jobs; the policy names it beside NotRetryable); a published development secret
+outside development mode is ``jobs.settings.DefaultSecretError`` (the floor's modules are
+independent), also never worth a retry. Messages name records by order id
 or pseudonymous id and the field, never the value.
 """
 
@@ -24,9 +30,13 @@ from data_quality import RunGateFailed
 __all__ = [
     "BatchBusy",
     "BevisError",
+    "ConfigurationInvalid",
+    "DatabaseMissing",
     "DatabaseUnavailable",
     "InputMissing",
+    "InvalidInstant",
     "KeysUnusable",
+    "LeaseLost",
     "LedgerMismatch",
     "MailboxUnavailable",
     "NotRetryable",
@@ -59,6 +69,10 @@ class LedgerMismatch(NotRetryable):
     """The ledger and the batch's files disagree in a way a rerun must not paper over."""
 
 
+class InvalidInstant(Refusal, ValueError):
+    """A timestamp that is not a UTC instant (naive, an epoch number, unparseable text)."""
+
+
 class InputMissing(NotRetryable, FileNotFoundError):
     """A step's input is not there: the step before it must run first."""
 
@@ -75,6 +89,15 @@ class StepOutOfOrder(NotRetryable):
     """A step was asked for before the step it depends on."""
 
 
+class ConfigurationInvalid(NotRetryable):
+    """The settings are unsafe or inconsistent (e.g. plain http:// to a non-loopback host)."""
+
+
+class DatabaseMissing(NotRetryable):
+    """A database a read needs is not there, or not at this bevis' schema (never created or
+    migrated by a read: the message names the URL, password masked, and what to do)."""
+
+
 class KeysUnusable(NotRetryable):
     """The signing keys are missing or cannot sign for the requested validity."""
 
@@ -89,3 +112,7 @@ class DatabaseUnavailable(Retryable):
 
 class BatchBusy(Retryable):
     """Another live process is working on the batch."""
+
+
+class LeaseLost(Retryable):
+    """This worker no longer holds the batch's lease: stop before the next send."""

@@ -54,6 +54,7 @@ class Outcome(enum.StrEnum):
     DIGITAL = "DIGITAL"  # delivered to a digital mailbox
     PAPER = "PAPER"  # queued for the print house
     DEFERRED = "DEFERRED"  # to be tried in a later run (reason recorded)
+    WITHDRAWN = "WITHDRAWN"  # consent lapsed after signing: never delivered nor printed
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -28,13 +28,17 @@ from typing import Any
 
 from jobs.errors import NotRetryable
 from jobs.settings import Settings, get_settings
-from jobs.sources.models import CLAIMED, PENDING, TABLES
-from jobs.sources.orders import VALID_CONSENT
+from jobs.sources.consent import TIME_COLUMNS, malformed_sql, valid_sql
+from jobs.sources.models import CLAIMED, DUPLICATE, PENDING, TABLES
 
 CHUNK_ROWS = 20_000
+INVALID_CONSENT_TIME = "invalid_consent_time"  # data_quality.reasons.INVALID_CONSENT_TIME
 
-# Column order = transforms.schemas.EXTRACT, except pid, which is computed here.
-_QUERY = f"""
+
+def _query(dialect: str) -> str:
+    """The extract query (column order = transforms.schemas.EXTRACT, except pid, which is
+    computed here): the run's claimed orders whose consent holds, in SQL, at ``:now``."""
+    return f"""
 SELECT o.order_id, o.person_id, o.requested_at, o.consent_at, o.cert_type,
        p.given_name, p.family_name, p.dob, p.protected_identity,
        p.address_street, p.address_postcode, p.address_city,
@@ -44,7 +48,7 @@ SELECT o.order_id, o.person_id, o.requested_at, o.consent_at, o.cert_type,
 FROM orders o
 LEFT JOIN population p ON p.person_id = o.person_id
 LEFT JOIN nvr_vaccinations v ON v.person_id = o.person_id
-WHERE o.claimed_by_run = :run AND o.state = '{CLAIMED}' AND {VALID_CONSENT}
+WHERE o.claimed_by_run = :run AND o.state = '{CLAIMED}' AND {valid_sql("o", dialect)}
 ORDER BY o.person_id
 """
 
@@ -235,11 +239,11 @@ def _stream(eng, params: dict[str, Any]) -> Iterator[Iterator[list]]:
     try:
         dbapi = raw.driver_connection
         if eng.dialect.name == "postgresql":
-            sql = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", _QUERY)
+            sql = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", _query("postgresql"))
             cur = dbapi.cursor(name="bevis_extract")
             cur.itersize = CHUNK_ROWS
         else:
-            sql = _QUERY
+            sql = _query("sqlite")
             cur = dbapi.cursor()
             cur.execute("PRAGMA cache_size=-65536")  # 64 MB: the joins' index pages stay hot
         cur.execute(sql, params)
@@ -256,24 +260,109 @@ def _stream(eng, params: dict[str, Any]) -> Iterator[Iterator[list]]:
         raw.close()
 
 
-def _release_lapsed(eng, params: dict[str, Any]) -> int:
-    """Give back claimed orders whose consent no longer holds (withdrawn after the claim,
-    e.g. while a failed run waited for its rerun): they are not extracted, and they must
-    not stay claimed by a run that will never answer them."""
+def _undecodable(url: str, params: dict[str, Any]) -> tuple[str, str] | None:
+    """(order id, column) of the first extract row whose text is not UTF-8 — SQLite stores
+    whatever bytes it is given, and its error quotes them — by reading the query again as
+    bytes on a connection of its own. None when no such row is found (or not SQLite)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database:
+        return None
+    conn = sqlite3.connect(u.database)
+    try:
+        conn.text_factory = bytes
+        cur = conn.execute(_query("sqlite"), params)
+        names = [d[0] for d in cur.description]
+        for row in cur:
+            for name, value in zip(names, row, strict=True):
+                if isinstance(value, bytes):
+                    try:
+                        value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        order_id = row[0]
+                        if isinstance(order_id, bytes):
+                            order_id = order_id.decode("utf-8", errors="replace")
+                        return str(order_id), name
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return None
+
+
+def _settle_claims(eng, params: dict[str, Any]) -> tuple[int, int]:
+    """Just before the read: give back the run's claimed and duplicate orders whose consent
+    no longer holds (withdrawn since the claim, e.g. while a failed run waited for its
+    rerun) — they are not extracted, and must not stay claimed by a run that will never
+    answer them; then a duplicate whose first order left takes its place (so a person's
+    valid later order is not left DUPLICATE forever). Returns (released, promoted)."""
     from sqlalchemy import text
 
+    from jobs.sources.orders import promote_orphaned_duplicates
+
+    dialect = eng.dialect.name
     sql = f"""
 UPDATE orders SET state = '{PENDING}', claimed_by_run = NULL, claimed_at = NULL
 WHERE order_id IN (
   SELECT o.order_id FROM orders o
-  WHERE o.claimed_by_run = :run AND o.state = '{CLAIMED}' AND NOT ({VALID_CONSENT}))
+  WHERE o.claimed_by_run = :run AND o.state IN ('{CLAIMED}', '{DUPLICATE}')
+    AND NOT {valid_sql("o", dialect)} AND NOT {malformed_sql("o", dialect)})
 """
     with eng.begin() as conn:
-        return conn.execute(text(sql), params).rowcount
+        released = conn.execute(text(sql), params).rowcount
+        promoted = promote_orphaned_duplicates(conn, params["run"], params["now"])
+    return released, promoted
+
+
+def _malformed(eng, run_id: str, key: bytes) -> list[dict[str, Any]]:
+    """Quarantine entries for the run's claimed orders with an instant that is not in the
+    one stored form (SQLite only): held back, one by one — the extract goes on."""
+    from sqlalchemy import text
+
+    from jobs.sources.consent import malformed_columns
+    from transforms.identity import pseudonymise
+
+    dialect = eng.dialect.name
+    if dialect != "sqlite":
+        return []
+    cols = ", ".join(f"o.{c}" for c in TIME_COLUMNS)
+    with eng.connect() as conn:
+        rows = conn.execute(
+            text(
+                f"SELECT o.order_id, o.person_id, {cols} FROM orders o"
+                f" WHERE o.claimed_by_run = :run AND o.state = '{CLAIMED}'"
+                f" AND {malformed_sql('o', dialect)} ORDER BY o.order_id"
+            ),
+            {"run": run_id},
+        ).all()
+    if not rows:
+        return []
+    pids = pseudonymise([r.person_id for r in rows], key)
+    entries = []
+    for r, pid in zip(rows, pids, strict=True):
+        bad = malformed_columns(dict(zip(TIME_COLUMNS, r[2:], strict=True)))
+        entries.append(
+            {
+                "reason_code": INVALID_CONSENT_TIME,
+                "order_id": r.order_id,
+                "pid": pid,
+                "event_id": None,
+                "suite": None,
+                "expectation": None,
+                "detail": f"{', '.join(bad)} not a UTC instant in the stored form "
+                "'YYYY-MM-DD HH:MM:SS.ffffff': consent cannot be judged",
+            }
+        )
+    return entries
 
 
 def _existing(run_id: str, paths, url: str) -> ExtractResult | None:
-    """The result of an earlier extract of this run, if it finished."""
+    """The result of an earlier extract of this run, if it finished. Stale when orders it
+    extracted were given back since — except those withdrawn after the extract, whose rows
+    the withdrawal scrubbed (jobs.steps.scrub): they are accounted for, not lost."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
     from sqlalchemy import func, select
 
     from jobs.db import engine
@@ -289,10 +378,13 @@ def _existing(run_id: str, paths, url: str) -> ExtractResult | None:
             .where(Order.claimed_by_run == run_id, Order.state.in_((CLAIMED, "FULFILLED")))
         ).scalar_one()
     if still < meta["orders"]:
-        raise ExtractError(
-            f"run {run_id}: {meta['orders'] - still} of its extracted orders were released "
-            "since; its extract is stale — start a new run"
-        )
+        t = pq.read_table(paths.extract, columns=["order_id", "person_id"])
+        scrubbed = len(pc.unique(t.filter(pc.is_null(t["person_id"]))["order_id"]))
+        if still + scrubbed < meta["orders"]:
+            raise ExtractError(
+                f"run {run_id}: {meta['orders'] - still - scrubbed} of its extracted orders "
+                "were released since; its extract is stale — start a new run"
+            )
     meta["path"] = Path(meta["path"])
     meta["snapshot_at"] = meta.pop("nvr_snapshot_at")
     return ExtractResult(**meta)
@@ -310,13 +402,15 @@ def extract(
 
     from jobs.db import engine, safe_url
     from jobs.log import get_logger
-    from jobs.sources.models import DUPLICATE, Order
-    from jobs.sources.orders import claim, sqlite_ts
+    from jobs.sources.consent import now_param
+    from jobs.sources.models import Order
+    from jobs.sources.orders import claim
     from jobs.storage import RunPaths, atomic_path, write_text_atomic
     from transforms.schemas import EXTRACT
 
     log = get_logger(__name__)
     s = settings or get_settings()
+    s.refuse_published_secrets("BEVIS_PSEUDONYM_KEY")  # before any order is claimed
     paths = RunPaths.of(run_id, s)
     url = s.resolved_source_url()
     _check_database(url)
@@ -337,12 +431,22 @@ def extract(
         claimed, dups = claim(run_id, now, limit=limit, url=url)
         log.info("orders claimed", run_id=run_id, orders=claimed, duplicates=dups)
 
-    sqlite = eng.dialect.name == "sqlite"
-    params = {"run": run_id, "now": sqlite_ts(now) if sqlite else now}
-    lapsed = _release_lapsed(eng, params)
-    if lapsed:
-        log.info("consent withdrawn since the claim; orders released", run_id=run_id, orders=lapsed)
+    params = {"run": run_id, "now": now_param(now, eng.dialect.name)}
+    lapsed, promoted = _settle_claims(eng, params)
+    if lapsed or promoted:
+        log.info(
+            "consent withdrawn since the claim; orders released",
+            run_id=run_id,
+            orders=lapsed,
+            duplicates_promoted=promoted,
+        )
     key = s.pseudonym_key.get_secret_value().encode("utf-8")
+    held = _malformed(eng, run_id, key)
+    if held:
+        from jobs.ledger import quarantine
+
+        quarantine.record(run_id, "extract", held, settings=s)
+        log.warning("orders with malformed instants quarantined", run_id=run_id, orders=len(held))
     tally = _Tally()
     try:
         with eng.connect() as conn:
@@ -364,18 +468,18 @@ def extract(
                 del part
                 writer.write_table(table)
                 tally.add(table)
-    except DBAPIError as exc:
+    except (DBAPIError, sqlite3.Error, UnicodeDecodeError) as exc:
+        # Never the driver's message, nor the driver's exception as the cause (a traceback
+        # prints it): SQLite's quotes the text it could not decode, a name. The record and
+        # the field are named instead, found again on this failure path only.
+        where = _undecodable(url, params) if not isinstance(exc, DBAPIError) else None
+        if where is not None:
+            raise CorruptRow(where[0], where[1], "not UTF-8 text") from None
+        kind = type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__
         raise ExtractError(
-            f"run {run_id}: reading the sources database at {safe_url(url)} failed: "
-            f"{type(exc.orig).__name__} (orders stay claimed; 'bevis orders release --run "
-            f"{run_id}' gives them back)"
-        ) from exc
-    except sqlite3.DatabaseError as exc:
-        raise ExtractError(
-            f"run {run_id}: reading the sources database at {safe_url(url)} failed: "
-            f"{type(exc).__name__}: {exc} (orders stay claimed; 'bevis orders release --run "
-            f"{run_id}' gives them back)"
-        ) from exc
+            f"run {run_id}: reading the sources database at {safe_url(url)} failed: {kind} "
+            f"(orders stay claimed; 'bevis orders release --run {run_id}' gives them back)"
+        ) from None
 
     result_ = ExtractResult(
         run_id=run_id,
