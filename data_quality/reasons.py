@@ -30,6 +30,10 @@ DOSE_INCONSISTENT = "dose_inconsistent"  # dose numbers do not rise with the dat
 CONSENT_MISSING = "consent_missing"  # no consent time, or consent after the extraction
 UVCI_INVALID = "uvci_invalid"  # format or check character wrong, or not the payload's ci
 
+# --- consent after the extract (jobs/sources/consent.py, jobs/steps/scrub.py) ---------------
+CONSENT_WITHDRAWN = "consent_withdrawn"  # consent lapsed between the extract and sign/deliver
+INVALID_CONSENT_TIME = "invalid_consent_time"  # an order's instant is not in the stored form
+
 # The defect kinds the synthetic register injects, in the order the generator draws them
 # (part of its determinism): the generator and the DQ test data import this one tuple.
 GENERATOR_DEFECT_KINDS = (

@@ -142,13 +142,15 @@ def record_failure(run_id: str, error: str, settings: Settings | None = None) ->
 
 
 def run_summary(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Counts of a run, from the ledger and the run's extract metadata (never from XCom)."""
+    """Counts of a run, from the ledger and the run's extract metadata (never from XCom).
+    Every order claimed ends in one of: issued, quarantined, refused, withdrawn."""
     import json
 
     from sqlalchemy import func, select
 
     from jobs.db import engine
-    from jobs.ledger.models import Batch, Certificate, QuarantineEntry, Run
+    from jobs.ledger.models import Batch, Certificate, Outcome, QuarantineEntry, Run
+    from jobs.ledger.outcomes import WITHDRAWN_REASON
     from jobs.storage import RunPaths
 
     s = settings or get_settings()
@@ -161,9 +163,9 @@ def run_summary(run_id: str, settings: Settings | None = None) -> dict[str, Any]
                 QuarantineEntry.step, QuarantineEntry.reason_code, QuarantineEntry.order_id
             ).where(QuarantineEntry.run_id == run_id)
         ).all()
-        issued_ids = list(
-            conn.execute(select(Certificate.order_id).where(Certificate.run_id == run_id)).scalars()
-        )
+        cert_outcomes = conn.execute(
+            select(Certificate.order_id, Certificate.outcome).where(Certificate.run_id == run_id)
+        ).all()
         outcomes = dict(
             conn.execute(
                 select(Certificate.outcome, func.count())
@@ -182,11 +184,17 @@ def run_summary(run_id: str, settings: Settings | None = None) -> dict[str, Any]
             conn.execute(select(Batch.id, Batch.state).where(Batch.run_id == run_id)).all()
         )
 
+    # WITHDRAWN: consent lapsed after the extract — not signed (quarantined by sign with
+    # reason consent_withdrawn), or signed and never delivered (outcome WITHDRAWN). Counted
+    # apart: neither issued, nor refused, nor quarantined.
+    issued_ids = [o for o, oc in cert_outcomes if oc != Outcome.WITHDRAWN]
     issued = set(issued_ids)
+    withdrawn = {o for o, oc in cert_outcomes if oc == Outcome.WITHDRAWN}
+    withdrawn |= {o for _, reason, o in q_rows if reason == WITHDRAWN_REASON} - issued
     quarantined: dict[str, set[str]] = {}
     refused: dict[str, set[str]] = {}
     for step, reason, order_id in q_rows:
-        if order_id in issued:
+        if order_id in issued or order_id in withdrawn:
             continue
         target = refused if step in REFUSING_STEPS else quarantined
         target.setdefault(reason, set()).add(order_id)
@@ -208,6 +216,8 @@ def run_summary(run_id: str, settings: Settings | None = None) -> dict[str, Any]
         "refused": len(r_orders),
         "refused_by_reason": {k: len(v) for k, v in sorted(refused.items())},
         "issued": len(issued),
+        "withdrawn": len(withdrawn),
+        "withdrawn_after_signing": outcome.get("WITHDRAWN", 0),
         "delivered_digitally": outcome.get("DIGITAL", 0),
         "queued_for_paper": outcome.get("PAPER", 0),
         "deferred": outcome.get("DEFERRED", 0),

@@ -25,6 +25,7 @@ from jobs.devtools.seed_generator import (
     Manifest,
 )
 from jobs.devtools.seed_generator import DEFECT_KINDS as DEFECT_KINDS  # the seeder's contract
+from jobs.errors import InvalidInstant
 
 _POP_COLS = (
     "person_id",
@@ -63,6 +64,7 @@ _ORDER_COLS = (
     "claimed_at",
     "fulfilled_at",
 )
+_STORED_RE = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$"  # consent.STORAGE_FORMAT
 _TS_COLS = {
     "reported_at",
     "requested_at",
@@ -94,6 +96,32 @@ def _arrow(cols: dict[str, Any], names: tuple[str, ...]):
         else:
             arrays.append(pa.array(list(v), type=pa.string()))
     return pa.table(arrays, names=list(names))
+
+
+def _check_instants(table: str, data) -> None:
+    """Refuse a timestamp column that is not a UTC instant (naive: which zone?) before
+    anything is written — the sources database keeps instants in one form."""
+    import pyarrow as pa
+
+    for name, col in zip(data.column_names, data.columns, strict=True):
+        if pa.types.is_timestamp(col.type) and col.type.tz not in ("UTC", "+00:00"):
+            raise InvalidInstant(f"seed: {table}.{name} is not a UTC timestamp ({col.type})")
+        if name in _TS_COLS and not pa.types.is_timestamp(col.type):
+            raise InvalidInstant(f"seed: {table}.{name} is {col.type}, not a UTC timestamp")
+
+
+def _stored_form(table: str, name: str, col):
+    """A UTC timestamp column as SQLite text in the one stored form
+    (jobs.sources.consent.STORAGE_FORMAT); refuses the load if any value is not."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.strftime(col.cast(pa.timestamp("us", tz="UTC")), format="%Y-%m-%d %H:%M:%S")
+    bad = pc.invert(pc.match_substring_regex(text, _STORED_RE))
+    n = int(pc.sum(pc.fill_null(bad, False)).as_py() or 0)
+    if n:
+        raise InvalidInstant(f"seed: {n} values of {table}.{name} are not in the stored form")
+    return text
 
 
 class _Loader:
@@ -142,6 +170,7 @@ class _Loader:
                     idx.create(conn, checkfirst=True)
 
     def load(self, table: str, data) -> None:
+        _check_instants(table, data)
         cols = ", ".join(data.column_names)
         if self.dialect == "postgresql":
             import io
@@ -157,12 +186,11 @@ class _Loader:
                 cp.write(buf.getbuffer())
             return
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         lists = []
-        for col in data.columns:
+        for name, col in zip(data.column_names, data.columns, strict=True):
             if pa.types.is_timestamp(col.type):
-                col = pc.strftime(col, format="%Y-%m-%d %H:%M:%S")
+                col = _stored_form(table, name, col)
             elif pa.types.is_date(col.type):
                 col = col.cast(pa.string())
             lists.append(col.to_pylist())

@@ -11,11 +11,12 @@ from collections.abc import Iterable
 
 from sqlalchemy import or_, update
 
+from data_quality.reasons import CONSENT_WITHDRAWN
 from jobs.ledger.models import Certificate, Outcome
 from jobs.ledger.runs import ledger
 from jobs.settings import Settings
 
-WITHDRAWN_REASON = "consent_withdrawn"
+WITHDRAWN_REASON = CONSENT_WITHDRAWN
 SQL_CHUNK = 5000
 
 

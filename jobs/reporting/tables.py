@@ -28,6 +28,7 @@ from sqlalchemy import (
     cast,
     delete,
     func,
+    or_,
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -285,12 +286,15 @@ def refresh(settings: Settings | None = None) -> RefreshResult:
         # people reached: distinct pids by the day of their first certificate, and how many
         # of them have received a certificate digitally (ever)
         digital = case((Certificate.outcome == "DIGITAL", 1), else_=0)
+        # a WITHDRAWN certificate (consent lapsed after signing) reached nobody
+        reached = or_(Certificate.outcome.is_(None), Certificate.outcome != "WITHDRAWN")
         first = (
             select(
                 Certificate.pid,
                 func.min(Certificate.issued_at).label("first"),
                 func.max(digital).label("digital"),
             )
+            .where(reached)
             .group_by(Certificate.pid)
             .subquery()
         )

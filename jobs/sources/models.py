@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     SmallInteger,
     String,
+    TypeDecorator,
     UniqueConstraint,
     text,
 )
@@ -37,6 +38,30 @@ TABLES = ("population", "nvr_vaccinations", "orders", "nvr_snapshots")
 
 class SourcesBase(DeclarativeBase):
     """Metadata of the sources database (separate from the ledger's)."""
+
+
+class Instant(TypeDecorator):
+    """A timestamp of the sources database: an aware datetime (or ISO 8601 text with its
+    offset) in, an aware UTC datetime out; naive values and epoch numbers are refused
+    (jobs.errors.InvalidInstant). Stored as UTC — on SQLite in the one text form
+    'YYYY-MM-DD HH:MM:SS.ffffff' (jobs.sources.consent), in which text order is time order;
+    plain ``DateTime`` would store an aware datetime's wall-clock time there, offset lost."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        from jobs.sources.consent import instant
+
+        t = instant(value)
+        return t.replace(tzinfo=None) if dialect.name == "sqlite" else t
+
+    def process_result_value(self, value, dialect):
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=dt.UTC)
 
 
 class Person(SourcesBase):
@@ -75,7 +100,7 @@ class Vaccination(SourcesBase):
     municipality_code: Mapped[str | None] = mapped_column(String(4))
     reporting_system: Mapped[str] = mapped_column(String(20), nullable=False)
     reporting_ref: Mapped[str] = mapped_column(String(40), nullable=False)
-    reported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    reported_at: Mapped[dt.datetime] = mapped_column(Instant(), nullable=False)
 
 
 class Order(SourcesBase):
@@ -103,14 +128,14 @@ class Order(SourcesBase):
 
     order_id: Mapped[str] = mapped_column(String(24), primary_key=True)
     person_id: Mapped[str] = mapped_column(String(13), nullable=False)
-    requested_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    consent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    consent_withdrawn_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    requested_at: Mapped[dt.datetime] = mapped_column(Instant(), nullable=False)
+    consent_at: Mapped[dt.datetime | None] = mapped_column(Instant())
+    consent_withdrawn_at: Mapped[dt.datetime | None] = mapped_column(Instant())
     cert_type: Mapped[str] = mapped_column(String(1), nullable=False, default="v")
     state: Mapped[str] = mapped_column(String(10), nullable=False, default=PENDING)
     claimed_by_run: Mapped[str | None] = mapped_column(String(64))
-    claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    fulfilled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(Instant())
+    fulfilled_at: Mapped[dt.datetime | None] = mapped_column(Instant())
 
 
 class NvrSnapshot(SourcesBase):
@@ -119,6 +144,6 @@ class NvrSnapshot(SourcesBase):
     __tablename__ = "nvr_snapshots"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    taken_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    taken_at: Mapped[dt.datetime] = mapped_column(Instant(), nullable=False)
     persons: Mapped[int | None] = mapped_column(Integer)
     events: Mapped[int | None] = mapped_column(Integer)

@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from data_quality.reasons import INVALID_CONSENT_TIME
 from jobs.errors import NotRetryable
 from jobs.settings import Settings, get_settings
 from jobs.sources.consent import TIME_COLUMNS, malformed_sql, valid_sql
 from jobs.sources.models import CLAIMED, DUPLICATE, PENDING, TABLES
 
 CHUNK_ROWS = 20_000
-INVALID_CONSENT_TIME = "invalid_consent_time"  # data_quality.reasons.INVALID_CONSENT_TIME
 
 
 def _query(dialect: str) -> str:
@@ -410,7 +410,6 @@ def extract(
 
     log = get_logger(__name__)
     s = settings or get_settings()
-    s.refuse_published_secrets("BEVIS_PSEUDONYM_KEY")  # before any order is claimed
     paths = RunPaths.of(run_id, s)
     url = s.resolved_source_url()
     _check_database(url)

@@ -191,6 +191,21 @@ def scrub_orders(
     return counts
 
 
+def lapsed_in_batch(
+    batch_id: str, order_ids: Iterable[str], settings: Settings | None = None
+) -> set[str]:
+    """The orders of this batch whose consent no longer holds
+    (:func:`jobs.sources.consent.lapsed`, in SQL, now). A run that did not come from the
+    register — synthetic payloads of benches and drills, planned without an extract (no
+    ``extract.json``) — has no orders there and nothing to re-check: empty set."""
+    from jobs.sources.consent import lapsed
+
+    s = settings or get_settings()
+    if not RunPaths.of(run_of(batch_id), s).extract_meta.exists():
+        return set()
+    return lapsed(list(order_ids), s)
+
+
 def withdraw(
     batch_id: str, order_ids: Iterable[str], settings: Settings | None = None
 ) -> dict[str, Any]:

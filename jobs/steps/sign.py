@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from data_quality.reasons import CONSENT_WITHDRAWN
 from jobs import faults
 from jobs.errors import InputMissing, KeysUnusable, LedgerMismatch
 from jobs.ids import parse_batch_id
@@ -221,7 +222,8 @@ def _quarantine(run_id: str, entries: list[dict[str, Any]], settings: Settings) 
 
         path = RunPaths.of(run_id, settings).quarantine("sign")
         old = pq.read_table(path).to_pylist() if path.exists() else []
-        quarantine.record(run_id, "sign", old + entries, settings)
+        merged = {(e["reason_code"], e["order_id"], e.get("event_id")): e for e in old + entries}
+        quarantine.record(run_id, "sign", list(merged.values()), settings)
 
 
 def active_signer(s: Settings) -> Any:
@@ -275,7 +277,7 @@ def sign_batch(
 
     if resumed:
         signed = pq.read_table(out).select(SIGNED.names).cast(SIGNED)
-    else:
+    if not resumed:
         from signing.hcert import sign_many
 
         orders = payloads["order_id"].to_pylist()
@@ -296,6 +298,16 @@ def sign_batch(
             payloads = payloads.filter(
                 pc.invert(pc.is_in(payloads["order_id"], pa.array(list(issued), pa.string())))
             )
+        # consent, in SQL, immediately before signing; a row scrubbed by an earlier
+        # withdrawal (payload_json null) is never signed, whatever its order does since
+        scrubbed = set(
+            pc.filter(payloads["order_id"], pc.is_null(payloads["payload_json"])).to_pylist()
+        )
+        gone, entries = _consent_gate(
+            batch_id, payloads, payloads["order_id"].to_pylist(), scrubbed, "before signing", s
+        )
+        quarantined += entries
+        payloads = _without(payloads, gone)
         signer = active_signer(s)
         iat, exp = _validity(signer, s)
         workers = s.resolved_workers()
@@ -351,7 +363,20 @@ def sign_batch(
             },
             schema=SIGNED,
         ).filter(ok)
+        # consent again, before the certificates are kept (a withdrawal while signing)
+        gone, entries = _consent_gate(
+            batch_id, payloads, signed["order_id"].to_pylist(), set(), "while signing", s
+        )
+        quarantined += entries
+        signed = _without(signed, gone)
         write_parquet_atomic(signed, out)
+    else:
+        # resumed: consent again before the signed file's certificates are recorded
+        gone, entries = _consent_gate(
+            batch_id, payloads, signed["order_id"].to_pylist(), set(), "before recording", s
+        )
+        quarantined += entries
+        signed = _without(signed, gone)
 
     t0 = time.perf_counter()
     rows = _certificate_rows(signed, payloads, run_id, batch_id)
@@ -390,6 +415,40 @@ def sign_batch(
         "resumed": resumed,
         **{k: round(v, 3) for k, v in timings.items()},
     }
+
+
+def _without(table, order_ids: set[str]):
+    """The table without the rows of these orders."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not order_ids:
+        return table
+    return table.filter(
+        pc.invert(pc.is_in(table["order_id"], pa.array(sorted(order_ids), pa.string())))
+    )
+
+
+def _consent_gate(
+    batch_id: str, payloads, orders: list[str], already: set[str], when: str, s: Settings
+) -> tuple[set[str], list[dict[str, Any]]]:
+    """The ``orders`` whose consent lapsed (checked in SQL now, in the sources database),
+    plus ``already`` (withdrawn before): withdrawn — certificate WITHDRAWN if one
+    was recorded, order released with its waiting duplicates, personal data scrubbed from
+    the run's files (jobs.steps.scrub.withdraw). Returns them and their quarantine entries
+    (reason ``consent_withdrawn``, by order id and pid)."""
+    from jobs.steps.scrub import lapsed_in_batch, withdraw
+
+    gone = lapsed_in_batch(batch_id, [o for o in orders if o not in already], s) | already
+    gone &= set(orders)
+    if not gone:
+        return set(), []
+    withdraw(batch_id, gone, s)
+    entries = [
+        _q(payloads, o, CONSENT_WITHDRAWN, f"consent withdrawn after the extract ({when})")
+        for o in sorted(gone)
+    ]
+    return gone, entries
 
 
 def _q(payloads, order_id: str, reason: str, detail: str) -> dict[str, Any]:

@@ -519,7 +519,9 @@ def _validate_signed_batch(batch_id: str, s: Settings) -> ValidationResult:
     expected = [plan.get(o) or u for o, u in zip(orders, uvcis, strict=True)]
     checked = verify_many(signed["hc1"].to_pylist(), expected, trust_pem, s.resolved_workers())
     clock.lap("verify")
-    other_uvci = np.array([c.reason.startswith("the certificate carries") for c in checked])
+    other_uvci = np.array(
+        [c.reason.startswith("the certificate carries") for c in checked], dtype=bool
+    )  # dtype: a batch whose orders all withdrew consent signs nothing
     verifies = np.array([c.ok for c in checked], dtype=bool) | other_uvci
     matches = (
         np.array([plan.get(o) == u for o, u in zip(orders, uvcis, strict=True)], dtype=bool)
