@@ -229,6 +229,10 @@ def test_withdrawn_after_a_failed_sign_is_not_signed_on_rerun(issued_with_a_faul
         "batch_payloads": 0,
         "signed": 0,
     }
+    # the run's extract is still whole (a retried extract task does not call it stale)
+    from jobs.steps.extract import extract
+
+    assert extract(RUN, settings=s).orders == first["extracted"]
     # the register: given back (not FULFILLED), and the waiting duplicates claimable again
     assert _order_states(s, victims) == {"PENDING": 100}
     assert _order_states(s, waiting) == {"PENDING": len(waiting)}
