@@ -35,6 +35,15 @@ EKU_OIDS: dict[str, tuple[str, str]] = {
 HCERT_EKU_OIDS = frozenset(oid for pair in EKU_OIDS.values() for oid in pair)
 
 DSC_FILE, DSC_KEY_FILE, CSCA_FILE, CSCA_KEY_FILE = "dsc.pem", "dsc.key", "csca.pem", "csca.key"
+# The country's trusted parties at the EU gateway, in <key folder>/gateway/: the upload
+# certificate signs the CMS packages, the TLS authentication certificate is the mTLS client.
+GATEWAY_DIR = "gateway"
+UPLOAD_FILE, UPLOAD_KEY_FILE, AUTH_FILE, AUTH_KEY_FILE = (
+    "upload.pem",
+    "upload.key",
+    "auth.pem",
+    "auth.key",
+)
 
 
 class SigningKeyError(Exception):
@@ -331,7 +340,8 @@ def init_dev_keys(
     source: KeySource | None = None,
     now: dt.datetime | None = None,
 ) -> bytes:
-    """Make a development CSCA and DSC in ``directory`` and return the DSC's kid.
+    """Make a development CSCA and DSC in ``directory`` and return the DSC's kid; also the
+    gateway's upload and TLS authentication certificates in ``directory/gateway``.
 
     Idempotent: existing keys are kept (their kid returned) unless ``force``. With
     ``source.provider == "pkcs11"`` the DSC key pair is generated ON the token
@@ -345,6 +355,7 @@ def init_dev_keys(
     if dsc_path.is_file() and not force:
         existing = x509.load_pem_x509_certificate(dsc_path.read_bytes())
         if pkcs11 or (directory / DSC_KEY_FILE).is_file():
+            init_gateway_certs(directory, country=country, passphrase=passphrase, now=now)
             return kid_of(existing)
     now = now or dt.datetime.now(dt.UTC)
     csca_key, csca = make_csca(country, now)
@@ -365,7 +376,67 @@ def init_dev_keys(
         _write_private(directory / DSC_KEY_FILE, dsc_key.private_bytes(*pem_private))
     dsc = make_dsc(csca_key, csca, public_key, country, now)
     _write_public(dsc_path, dsc.public_bytes(serialization.Encoding.PEM))
+    init_gateway_certs(directory, country=country, passphrase=passphrase, force=True, now=now)
     return kid_of(dsc)
+
+
+def make_gateway_cert(
+    country: str, role: Literal["upload", "auth"], now: dt.datetime, days: int = 730
+):
+    """A self-signed development trusted-party certificate for the EU gateway (EC P-256):
+    ``upload`` signs CMS packages, ``auth`` is the TLS client (EKU clientAuth)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(country, f"bevis dev {'upload' if role == 'upload' else 'TLS auth'} {country}")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if role == "auth":
+        eku = x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH])
+        builder = builder.add_extension(eku, critical=False)
+    return key, builder.sign(key, hashes.SHA256())
+
+
+def init_gateway_certs(
+    directory: Path,
+    *,
+    country: str = "SE",
+    passphrase: str | None = None,
+    force: bool = False,
+    now: dt.datetime | None = None,
+) -> Path:
+    """Make the development upload and TLS authentication certificates (and keys, 0600) in
+    ``directory/gateway``; existing ones are kept unless ``force``. Returns that folder."""
+    folder = Path(directory) / GATEWAY_DIR
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    now = now or dt.datetime.now(dt.UTC)
+    enc: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase.encode())
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    for role, cert_file, key_file in (
+        ("upload", UPLOAD_FILE, UPLOAD_KEY_FILE),
+        ("auth", AUTH_FILE, AUTH_KEY_FILE),
+    ):
+        if not force and (folder / cert_file).is_file() and (folder / key_file).is_file():
+            continue
+        key, cert = make_gateway_cert(country, role, now)  # type: ignore[arg-type]
+        pem = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc
+        _write_private(folder / key_file, key.private_bytes(*pem))
+        _write_public(folder / cert_file, cert.public_bytes(serialization.Encoding.PEM))
+    return folder
 
 
 def _pkcs11_generate(source: KeySource) -> Any:
