@@ -7,14 +7,16 @@ against these classes, by dotted path, so this module stays free of heavy import
     │   │   └── InvalidInstant  a timestamp that is not a UTC instant (naive, epoch, garbage)
     │   ├── LedgerMismatch    the ledger and a batch's files disagree
     │   ├── InputMissing      a step's input file is not there (an earlier step must run)
-    │   ├── UnknownRun / UnknownBatch
+    │   ├── UnknownRun / UnknownBatch / UnknownCertificate
     │   ├── StepOutOfOrder
     │   ├── KeysUnusable      signing keys missing, or unusable for the validity
     │   ├── DatabaseMissing   a read found no database (or an older schema): nothing created
-    │   └── ConfigurationInvalid  unsafe or inconsistent settings (plain http to a host)
+    │   ├── ConfigurationInvalid  unsafe or inconsistent settings (plain http to a host)
+    │   └── GatewayRefused    the EU gateway refused a request (its problem report says why)
     └── Retryable             a passing condition: retry later
         ├── MailboxUnavailable  the operator (or FaR) is down or in a service window
         ├── DatabaseUnavailable a database cannot be reached
+        ├── GatewayUnavailable  the EU gateway cannot be reached or answers 5xx
         ├── BatchBusy           another live process works on the batch
         └── LeaseLost           this worker no longer holds the batch's lease
 
@@ -33,6 +35,8 @@ __all__ = [
     "ConfigurationInvalid",
     "DatabaseMissing",
     "DatabaseUnavailable",
+    "GatewayRefused",
+    "GatewayUnavailable",
     "InputMissing",
     "InvalidInstant",
     "KeysUnusable",
@@ -45,6 +49,7 @@ __all__ = [
     "RunGateFailed",
     "StepOutOfOrder",
     "UnknownBatch",
+    "UnknownCertificate",
     "UnknownRun",
 ]
 
@@ -85,6 +90,14 @@ class UnknownBatch(NotRetryable, LookupError):
     """The batch id is not in the ledger."""
 
 
+class UnknownCertificate(NotRetryable, LookupError):
+    """The UVCI is not in the ledger."""
+
+
+class GatewayRefused(NotRetryable):
+    """The EU gateway refused a request (4xx): its problem report (code, problem) says why."""
+
+
 class StepOutOfOrder(NotRetryable):
     """A step was asked for before the step it depends on."""
 
@@ -108,6 +121,10 @@ class MailboxUnavailable(Retryable):
 
 class DatabaseUnavailable(Retryable):
     """A database cannot be reached (the message names the URL, password masked)."""
+
+
+class GatewayUnavailable(Retryable):
+    """The EU gateway cannot be reached, or answers 5xx: retry later."""
 
 
 class BatchBusy(Retryable):

@@ -113,6 +113,22 @@ class Settings(BaseSettings):
     simulator_retry_after_s: float = Field(1.0, ge=0, description="Retry-After of a 503.")
     simulator_db: Path | None = Field(None, description="Default <data_dir>/mailbox-sim.db.")
 
+    # --- EU gateway: revocation batches (jobs/gateway; bevis revocation ...) -------------
+    gateway_url: str | None = Field(None, description="The EU gateway (DCCG) base URL.")
+    gateway_ca_bundle: Path | None = Field(
+        None, description="CA bundle (PEM) verifying the gateway (default: system)."
+    )
+    gateway_client_cert: Path | None = Field(
+        None, description="TLS authentication certificate (default <key dir>/gateway/auth.pem)."
+    )
+    gateway_client_key: Path | None = Field(None, description="Its key (default: auth.key).")
+    gateway_upload_cert: Path | None = Field(
+        None, description="Upload certificate for CMS packages (default <key dir>/gateway)."
+    )
+    gateway_upload_key: Path | None = Field(None, description="Its key (default: upload.key).")
+    gateway_timeout_s: float = Field(30.0, gt=0, description="Per request to the gateway.")
+    gateway_sim_db: Path | None = Field(None, description="Default <data_dir>/gateway-sim.db.")
+
     # --- reporting ----------------------------------------------------------------------
     small_count_threshold: int = Field(5, ge=1)
 
