@@ -10,13 +10,55 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from signing.keys import KeySource
 
 DEV_PSEUDONYM_KEY = "bevis-development-pseudonym-key-not-for-production"
+DEV_PKCS11_PIN = "1234"
+# Secrets published with bevis (defaults here, placeholders in docker/.env.example): anyone
+# holding one can recompute every pseudonym (or log in to the token). Refused outside
+# development mode (BEVIS_DEV_MODE).
+PUBLISHED_SECRETS = frozenset({DEV_PSEUDONYM_KEY, DEV_PKCS11_PIN, "change-me"})
+
+
+_SECRET_FIELDS = (
+    ("pseudonym_key", "BEVIS_PSEUDONYM_KEY"),
+    ("uvci_key", "BEVIS_UVCI_KEY"),
+    ("pkcs11_pin", "BEVIS_PKCS11_PIN"),
+)
+
+
+class DefaultSecretError(RuntimeError):
+    """A secret is still the published development default outside development mode.
+    (Defined here, not in jobs.errors: the floor's modules are independent; the message
+    names the variable, never the value.)"""
+
+
+def published_secret_message(variable: str) -> str:
+    return (
+        f"{variable} is a published development secret; set a real one "
+        "(BEVIS_DEV_MODE=1 allows it for the demo and tests only)"
+    )
+
+
+class _PublishedSecret(SecretStr):
+    """A secret left at a published value outside development mode: using it refuses."""
+
+    def __init__(self, value: str, variable: str) -> None:
+        super().__init__(value)
+        self.variable = variable
+
+    def get_secret_value(self) -> str:
+        raise DefaultSecretError(published_secret_message(self.variable))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretStr) and self._secret_value == other._secret_value
+
+    def __hash__(self) -> int:
+        return hash(self._secret_value)
 
 
 class Settings(BaseSettings):
@@ -54,7 +96,7 @@ class Settings(BaseSettings):
     key_passphrase: SecretStr | None = None
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     pkcs11_token_label: str = "bevis"
-    pkcs11_pin: SecretStr = SecretStr("1234")
+    pkcs11_pin: SecretStr = SecretStr(DEV_PKCS11_PIN)
     pkcs11_key_label: str = "dsc"
 
     # --- batches and parallelism --------------------------------------------------------
@@ -135,6 +177,54 @@ class Settings(BaseSettings):
     # --- drills -------------------------------------------------------------------------
     fault: str | None = Field(None, description="'<step>:<batch sequence>' crashes that step once.")
 
+    # --- development mode and input limits ----------------------------------------------
+    dev_mode: bool = Field(
+        False,
+        description="Development mode (demo, benches, simulator, tests): the published "
+        "development secrets are allowed. Never in production.",
+    )
+    max_line_bytes: int = Field(
+        64 * 1024, ge=1, description="bevis sign/verify: a longer input line is refused unread."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_published_secrets(self) -> Settings:
+        """Outside development mode a secret at a published value cannot be used: reading
+        it raises :class:`DefaultSecretError` (``bevis doctor`` reports it as a failure)."""
+        for field, variable in _SECRET_FIELDS:
+            value = getattr(self, field)
+            if value is None or value._secret_value not in PUBLISHED_SECRETS:
+                continue
+            guarded = isinstance(value, _PublishedSecret)
+            if self.dev_mode and guarded:
+                setattr(self, field, SecretStr(value._secret_value))
+            elif not self.dev_mode and not guarded:
+                setattr(self, field, _PublishedSecret(value._secret_value, variable))
+        return self
+
+    def published_secrets(self) -> list[str]:
+        """The variables whose secret this configuration would use at a published value
+        (the UVCI key falls back to the pseudonym key; the PIN counts with PKCS#11 only)."""
+        out = []
+        for field, variable in _SECRET_FIELDS:
+            value = getattr(self, field)
+            if field == "uvci_key" and value is None:
+                continue  # derived from the pseudonym key, which is reported itself
+            if field == "pkcs11_pin" and self.key_provider != "pkcs11":
+                continue
+            if value is not None and value._secret_value in PUBLISHED_SECRETS:
+                out.append(variable)
+        return out
+
+    def refuse_published_secrets(self, *variables: str) -> None:
+        """Raise :class:`DefaultSecretError` naming the first of ``variables`` (default:
+        all) that is at a published value, unless in development mode."""
+        if self.dev_mode:
+            return
+        for variable in self.published_secrets():
+            if not variables or variable in variables:
+                raise DefaultSecretError(published_secret_message(variable))
+
     # --- derived ------------------------------------------------------------------------
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
@@ -164,7 +254,7 @@ class Settings(BaseSettings):
             passphrase=self.key_passphrase.get_secret_value() if self.key_passphrase else None,
             pkcs11_module=self.pkcs11_module,
             token_label=self.pkcs11_token_label,
-            pin=self.pkcs11_pin.get_secret_value(),
+            pin=self.pkcs11_pin.get_secret_value() if self.key_provider == "pkcs11" else "",
             key_label=self.pkcs11_key_label,
         )
 

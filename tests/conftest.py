@@ -20,6 +20,9 @@ if "AIRFLOW_HOME" not in os.environ:
 
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="bevis-airflow-home-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# Tests run in development mode: the published development secrets are allowed (tests of
+# the refusal unset it). Child processes (Airflow, the console script) inherit it.
+os.environ["BEVIS_DEV_MODE"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -50,6 +53,7 @@ def bevis_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if key.startswith("BEVIS_") and key not in ("BEVIS_REQUIRE_SERVICES",):
             monkeypatch.delenv(key)
     monkeypatch.setenv("BEVIS_DATA_DIR", str(data))
+    monkeypatch.setenv("BEVIS_DEV_MODE", "1")
     return data
 
 

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.settings import DEV_PSEUDONYM_KEY, Settings, get_settings
+from jobs.settings import Settings, get_settings
 
 REQUIRED = (
     "apache-airflow",
@@ -102,7 +102,20 @@ def _keys(s: Settings) -> Check:
         return Check(
             "keys", "fail", f"{d / 'dsc.key'} is readable by others (mode {mode:o}); chmod 600 it"
         )
+    if not _encrypted_pem(d / "dsc.key"):
+        return Check(
+            "keys",
+            "warn" if s.dev_mode else "fail",
+            f"{d / 'dsc.key'} is not encrypted — protect it with a passphrase "
+            "(BEVIS_KEY_PASSPHRASE) or keep the key on a token (BEVIS_KEY_PROVIDER=pkcs11)",
+        )
     return Check("keys", "ok", str(d))
+
+
+def _encrypted_pem(path: Path) -> bool:
+    """Whether a PEM private key file is encrypted (PKCS#8 or a legacy Proc-Type header)."""
+    head = path.read_bytes()[:4096]
+    return b"BEGIN ENCRYPTED PRIVATE KEY" in head or b"Proc-Type: 4,ENCRYPTED" in head
 
 
 def _airflow(s: Settings) -> Check:
@@ -114,14 +127,21 @@ def _airflow(s: Settings) -> Check:
     return Check("airflow home", "ok", str(home))
 
 
-def _pseudonym(s: Settings) -> Check:
-    if s.pseudonym_key.get_secret_value() == DEV_PSEUDONYM_KEY:
-        return Check(
-            "pseudonym key",
-            "warn",
-            "development key in use — set BEVIS_PSEUDONYM_KEY in production",
-        )
-    return Check("pseudonym key", "ok", "set")
+def _secrets(s: Settings) -> Check:
+    """Published development secrets: fatal outside development mode (bevis refuses to use
+    them), a warning inside it."""
+    published = s.published_secrets()
+    if not published:
+        return Check("secrets", "ok", "no published development secret in use")
+    names = ", ".join(published)
+    if s.dev_mode:
+        return Check("secrets", "warn", f"development mode: published {names} in use")
+    return Check(
+        "secrets",
+        "fail",
+        f"{names} at a published development value — set real secrets "
+        "(docs/deployment.md); BEVIS_DEV_MODE=1 is for the demo and tests only",
+    )
 
 
 def _tools() -> list[Check]:
@@ -143,5 +163,5 @@ def run_checks(settings: Settings | None = None) -> list[Check]:
     checks = [_python(), *_packages()]
     checks.append(_database("sources", s.resolved_source_url(), "orders"))
     checks.append(_database("ledger", s.resolved_ledger_url(), "runs"))
-    checks += [_keys(s), _pseudonym(s), _airflow(s), *_tools()]
+    checks += [_keys(s), _secrets(s), _airflow(s), *_tools()]
     return checks

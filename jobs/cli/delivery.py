@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from jobs.cli import options
+
 # Commands of this area at the top level of `bevis`, and its `bevis bench ...` commands;
 # jobs/cli/__init__.py merges both into the one app.
 app = typer.Typer()
@@ -45,7 +47,9 @@ def render(
 
 @app.command("deliver")
 def deliver(
-    batch_id: str = typer.Argument(..., help="Batch id, e.g. <run>-b0001."),
+    batch_id: str = typer.Argument(
+        ..., help="Batch id, e.g. <run>-b0001.", callback=options.batch_id
+    ),
     retry_deferred: bool = typer.Option(
         False, "--retry-deferred", help="Try DEFERRED certificates again (same keys)."
     ),
@@ -60,6 +64,12 @@ def deliver(
 
 simulator = typer.Typer(help="Simulators for local work.", no_args_is_help=True)
 app.add_typer(simulator, name="simulator")
+
+
+@simulator.callback()
+def _simulator() -> None:
+    """Simulators are development tools: development mode (published secrets allowed)."""
+    options.development_mode()
 
 
 @simulator.command("mailbox")

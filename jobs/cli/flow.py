@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from jobs.cli import options
+
 
 def print_summary(summary: dict) -> None:
     """The summary table for people."""
@@ -61,6 +63,7 @@ def demo(
     simulator, the dcc_issuance DAG; then verify and summarise."""
     from jobs.devtools.demo import DemoFailed, run_demo
 
+    options.development_mode()
     try:
         summary = run_demo(persons, out, seed=seed, batch_size=batch_size)
     except DemoFailed as exc:
@@ -73,13 +76,16 @@ def demo(
 def issue(
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many orders."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1),
-    run: str | None = typer.Option(None, "--run", help="Run id (default: a new one)."),
+    run: str | None = typer.Option(
+        None, "--run", help="Run id (default: a new one).", callback=options.run_id
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run the issuance flow in this process, without Airflow (the same functions the
     DAG's tasks call) — for operations when the scheduler is down."""
     from jobs.flow import issue_run
 
+    options.require_real_secrets()  # before a run is started or an order claimed
     summary = issue_run(run_id=run, limit=limit, batch_size=batch_size)
     if json_out:
         typer.echo(json.dumps(summary, default=str))

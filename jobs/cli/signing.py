@@ -219,9 +219,11 @@ def init_dev(
     (base64). Existing keys are kept unless --force."""
     import base64
 
+    from jobs.cli.options import development_mode
     from jobs.settings import get_settings
     from signing.keys import SigningKeyError, init_dev_keys
 
+    development_mode()  # development keys: the published PIN may be used on a dev token
     s = get_settings()
     target = directory or s.resolved_key_dir()
     passphrase = s.key_passphrase.get_secret_value() if s.key_passphrase else None

@@ -38,6 +38,7 @@ def airflow_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, st
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
             "PYTHONWARNINGS": "ignore",
+            "BEVIS_DEV_MODE": "1",  # one-machine runs: demo, benches, tests
         }
     )
     env.update(extra or {})

@@ -142,7 +142,7 @@ def run_demo(
 
     t0 = time.perf_counter()
     layout = prepare_out(out)
-    bevis_env = {"BEVIS_DATA_DIR": str(layout.data)}
+    bevis_env = {"BEVIS_DATA_DIR": str(layout.data), "BEVIS_DEV_MODE": "1"}  # published secrets
     os.environ.update(bevis_env)
     settings = get_settings()
 

@@ -410,6 +410,7 @@ def extract(
 
     log = get_logger(__name__)
     s = settings or get_settings()
+    s.refuse_published_secrets("BEVIS_PSEUDONYM_KEY")  # before any order is claimed
     paths = RunPaths.of(run_id, s)
     url = s.resolved_source_url()
     _check_database(url)
