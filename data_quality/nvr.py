@@ -109,6 +109,19 @@ def _dob_start_days(value: np.ndarray, length: np.ndarray) -> np.ndarray:
     return m.astype(np.int64) + np.clip(day, 1, 31) - 1
 
 
+# Unicode category Cc (NUL, ESC, CR, LF ...) and the bidirectional embeddings, overrides
+# and isolates (U+202A-U+202E, U+2066-U+2069): a name holding one could reorder or hide
+# what a PDF, a mailbox or a print-house sheet shows. RE2 syntax (Arrow's regex engine).
+_FORBIDDEN_IN_NAME = r"[\p{Cc}\x{202A}-\x{202E}\x{2066}-\x{2069}]"
+
+
+def _name_characters_ok(names: pa.Array) -> np.ndarray:
+    """True where a name holds no forbidden character (an absent name is not judged here)."""
+    import pyarrow.compute as pc
+
+    return ~_np(pc.match_substring_regex(names, _FORBIDDEN_IN_NAME), False).astype(bool)
+
+
 def _name_length(names: pa.Array) -> np.ndarray:
     import numpy as np
     import pyarrow.compute as pc
@@ -238,6 +251,8 @@ def nvr_facts(
             "dob_matches_identity_number": _bools(matches, comparable),
             "names_present": (g_len > 0) & (f_len > 0),
             "longest_name_length": np.maximum(g_len, f_len),
+            "names_valid_characters": _name_characters_ok(col["given_name"])
+            & _name_characters_ok(col["family_name"]),
             "consent_before_extraction": consent_ok,
             "product": product,
             "vaccination_not_in_future": _bools(not_future, has_event),

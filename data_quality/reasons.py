@@ -29,6 +29,7 @@ BEFORE_CAMPAIGN_START = "before_campaign_start"  # vaccination before settings.c
 DOSE_INCONSISTENT = "dose_inconsistent"  # dose numbers do not rise with the dates
 CONSENT_MISSING = "consent_missing"  # no consent time, or consent after the extraction
 UVCI_INVALID = "uvci_invalid"  # format or check character wrong, or not the payload's ci
+INVALID_CHARACTERS = "invalid_characters"  # a name holds a control or bidi-override character
 
 # --- consent after the extract (jobs/sources/consent.py, jobs/steps/scrub.py) ---------------
 CONSENT_WITHDRAWN = "consent_withdrawn"  # consent lapsed between the extract and sign/deliver

@@ -121,6 +121,14 @@ def nvr_extract_checks(
             R.NAME_TOO_LONG,
         ),
         Check(
+            "names_valid_characters",
+            "ExpectColumnValuesToBeInSet",
+            _is_true("names_valid_characters"),
+            "Given and family names hold no control character (Unicode Cc: NUL, ESC, CR, "
+            "LF ...) and no bidirectional override or isolate (U+202A-U+202E, U+2066-U+2069).",
+            R.INVALID_CHARACTERS,
+        ),
+        Check(
             "consent_before_extraction",
             "ExpectColumnValuesToBeInSet",
             _is_true("consent_before_extraction"),

@@ -9,6 +9,7 @@ for verifying certificates issued by others, membership alone.
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -78,8 +79,13 @@ def _governing_version(payload: Any) -> tuple[str, str | None]:
         return "", "ver: missing or not a string"
     version = schema_version_for(ver)
     if version is None:
-        return "", f"ver: unknown schema version {ver[:20]!r}"
+        # quoted only when shaped like a version: a hostile ver may hold a name
+        shown = f" {ver!r}" if _VERSION_SHAPE.fullmatch(ver) else ""
+        return "", f"ver: unknown schema version{shown}"
     return version, None
+
+
+_VERSION_SHAPE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}")
 
 
 def schema_errors(payload: Any) -> list[str]:
@@ -136,13 +142,15 @@ def value_set_errors(payload: Any, active_only: bool = True) -> list[str]:
                     continue
                 code = entry[field]
                 values = valueset(vs)
+                # the code is never quoted: a hostile payload may put a name or a birth
+                # date in a coded field, and these reasons reach logs and quarantine
                 if not isinstance(code, str) or code not in values:
                     # test-manf-example is an example list: unknown test manufacturers are
                     # allowed by the spec, so only vet codes of the closed sets.
                     if vs != "test-manf-example":
-                        errors.append(f"{kind}/{i}/{field}: {code!r} not in value set {vs}")
+                        errors.append(f"{kind}/{i}/{field}: code not in value set {vs}")
                 elif active_only and not values[code].get("active", True):
-                    errors.append(f"{kind}/{i}/{field}: {code!r} is not active in {vs}")
+                    errors.append(f"{kind}/{i}/{field}: code {code!r} is not active in {vs}")
     return errors
 
 
@@ -150,6 +158,58 @@ def payload_errors(payload: Any, active_only: bool = True) -> list[str]:
     """Everything that forbids signing (or accepting) a payload: schema, then value sets."""
     # redacted: these reasons reach quarantine details and logs
     return redacted_schema_errors(payload) + value_set_errors(payload, active_only=active_only)
+
+
+# --- characters no text of a DCC may hold ---------------------------------------------------
+
+# Unicode category Cc (C0 controls, DEL, C1 controls: NUL, ESC, CR, LF ...), the
+# bidirectional embeddings and overrides (U+202A-U+202E) and isolates (U+2066-U+2069), and
+# lone surrogates (a JSON escape like \ud800 that is not Unicode text and cannot be encoded).
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+SURROGATE = re.compile("[\ud800-\udfff]")
+FORBIDDEN_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+# The field names of every DCC schema version: paths in reasons name these, or '?'.
+DCC_FIELDS = frozenset(
+    "ver nam fn fnt gn gnt dob v t r tg vp mp ma dn sd dt co is ci nm sc tr tc tt fr df du".split()  # noqa: SIM905
+)
+
+
+def text_problem(text: str) -> str | None:
+    """What is wrong with one string (a kind of character, never the value), else None."""
+    if not FORBIDDEN_TEXT.search(text):
+        return None
+    if SURROGATE.search(text):
+        return "lone surrogate (not Unicode text)"
+    if CONTROL.search(text):
+        return "control character (Unicode Cc)"
+    return "bidirectional control character (U+202A-U+202E, U+2066-U+2069)"
+
+
+def text_problems(payload: Any, limit: int = 10) -> list[str]:
+    """Strings of a payload (keys too) holding characters no DCC text may hold, by field
+    path — safe for logs. Iterative (bounded by the caller's depth check)."""
+    problems: list[str] = []
+    stack: list[tuple[Any, str]] = [(payload, "")]
+    while stack and len(problems) < limit:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            problem = text_problem(item)
+            if problem:
+                problems.append(f"{where or '(root)'}: {problem}")
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                problem = text_problem(k) if isinstance(k, str) else None
+                if problem:
+                    problems.append(f"{where or '(root)'}: a field name holds a {problem}")
+                    continue
+                key = k if k in DCC_FIELDS else "?"  # an unknown key may be anything
+                stack.append((v, f"{where}/{key}" if where else key))
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}/{i}" if where else str(i)) for i, v in enumerate(item))
+    return sorted(problems)
 
 
 # --- issuance gate (signing helper) ------------------------------------------------------

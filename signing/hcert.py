@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import re
 import sys
 import threading
 import unicodedata
@@ -22,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from signing.base45 import b45encode
 from signing.cose import encode_sign1, sig_structure
-from signing.cwt import encode_claims
-from signing.dcc import issuance_problems
+from signing.cwt import INT_MAX, INT_MIN, MAX_DEPTH, encode_claims, structure_problem
+from signing.dcc import FORBIDDEN_TEXT, issuance_problems, text_problems
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -94,7 +95,17 @@ def _json_number(text: str) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-_DECODER = json.JSONDecoder(parse_float=_json_number)  # json.loads(**kw) builds one per call
+def _json_int(text: str) -> int:
+    """An integer literal; beyond 64 bits it would become a CBOR bignum, which no DCC
+    holds (and beyond 4300 digits int() itself refuses): ValueError."""
+    value = int(text)
+    if len(text) > 19 and not INT_MIN <= value <= INT_MAX:
+        raise ValueError("integer beyond 64 bits")
+    return value
+
+
+# json.loads(**kw) would build a decoder per call
+_DECODER = json.JSONDecoder(parse_float=_json_number, parse_int=_json_int)
 
 
 def parse_payload(text: str) -> tuple[Any, bool]:
@@ -113,7 +124,12 @@ def parse_payload(text: str) -> tuple[Any, bool]:
 def _hc1(
     payload: dict[str, Any], signer: Signer, iss: str, iat: int, exp: int, is_clean: bool = False
 ) -> str:
-    claims = encode_claims(payload, iss=iss, iat=iat, exp=exp, is_clean=is_clean)
+    return _sign_claims(
+        encode_claims(payload, iss=iss, iat=iat, exp=exp, is_clean=is_clean), signer
+    )
+
+
+def _sign_claims(claims: bytes, signer: Signer) -> str:
     protected = signer.protected
     signature = signer.sign(sig_structure(protected, claims))
     cose = encode_sign1(protected, claims, signature)
@@ -162,24 +178,75 @@ def _hc1_any(item: dict[str, Any] | str, signer: Signer, iss: str, iat: int, exp
     return _hc1(item, signer, iss, iat, exp)
 
 
+def _json_problem(exc: ValueError) -> str:
+    """A JSON parse error in words safe for logs (position, never the text)."""
+    if "4300" in str(exc) or "integer string conversion" in str(exc):
+        return "not JSON (an integer of more than 4300 digits)"
+    if "beyond 64 bits" in str(exc):
+        return "not JSON (an integer beyond 64 bits)"
+    msg = getattr(exc, "msg", "invalid number")
+    return f"not JSON ({msg} at column {getattr(exc, 'colno', '?')})"
+
+
+def _suspect(text: str, max_depth: int) -> bool:
+    """Whether JSON text may hold what the fast gate does not look for: nesting beyond
+    ``max_depth`` (it has more brackets than that), an escape that may make a control
+    character or a lone surrogate (\\n, \\u...), or a forbidden character. ASCII text can
+    only hold DEL raw: JSON refuses raw C0 controls in strings. (Integers beyond 64 bits
+    are refused by the parser.)"""
+    if text.count("[") + text.count("{") > max_depth:
+        return True
+    if "\\" in text and _ESCAPE.search(text) is not None:
+        return True
+    if text.isascii():
+        return "\x7f" in text
+    return FORBIDDEN_TEXT.search(text) is not None
+
+
+_ESCAPE = re.compile(r"\\[bfnrtu]")
+
+
 def _checked(
-    item: dict[str, Any] | str, signer: Signer, iss: str, iat: int, exp: int
+    item: dict[str, Any] | str,
+    signer: Signer,
+    iss: str,
+    iat: int,
+    exp: int,
+    max_depth: int = MAX_DEPTH,
 ) -> tuple[str | None, list[str]]:
-    """(hc1, []) or (None, reasons): the payload is vetted against its schema and the
-    *active* value sets before it may be signed. Reasons never quote personal data."""
+    """(hc1, []) or (None, reasons): the payload is vetted — JSON, nesting, characters,
+    its schema and the *active* value sets — before it may be signed. Hostile input gets a
+    refusal of its own, never an exception that would cost the other payloads theirs.
+    Reasons never quote personal data."""
     is_clean = False
     if isinstance(item, str):
         try:
             payload, is_clean = parse_payload(item)
+        except RecursionError:
+            return None, ["not JSON (nested deeper than the parser allows)"]
         except ValueError as exc:
-            msg = getattr(exc, "msg", "invalid number")
-            return None, [f"not JSON ({msg} at column {getattr(exc, 'colno', '?')})"]
+            return None, [_json_problem(exc)]
+        walk = _suspect(item, max_depth)
     else:
-        payload = item
-    problems = issuance_problems(payload)
+        payload, walk = item, True
+    if walk:
+        problem = structure_problem(payload, max_depth)
+        if problem:
+            return None, [f"payload {problem}"]
+        problems = text_problems(payload)
+        if problems:
+            return None, problems
+    try:
+        problems = issuance_problems(payload)
+    except RecursionError:  # pragma: no cover - bounded by the depth check above
+        return None, ["payload cannot be checked (nested too deeply)"]
     if problems:
         return None, problems
-    return _hc1(payload, signer, iss, iat, exp, is_clean), []
+    try:
+        claims = encode_claims(payload, iss=iss, iat=iat, exp=exp, is_clean=is_clean)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        return None, [f"payload cannot be encoded as CBOR ({type(exc).__name__})"]
+    return _sign_claims(claims, signer), []
 
 
 def _context(provider: str) -> multiprocessing.context.BaseContext:

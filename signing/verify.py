@@ -134,9 +134,9 @@ def cose_message(data: bytes) -> cose.Sign1:
         raise DecodeError(f"cose: {exc}") from None
 
 
-def claims_of(msg: cose.Sign1) -> dict[Any, Any]:
+def claims_of(msg: cose.Sign1, max_depth: int = cwt.MAX_DEPTH) -> dict[Any, Any]:
     try:
-        return cwt.decode_claims(msg.payload)
+        return cwt.decode_claims(msg.payload, max_depth)
     except cwt.CwtError as exc:
         raise DecodeError(f"cwt: {exc}") from None
 
@@ -160,10 +160,11 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def decode(hc1: str) -> tuple[cose.Sign1, dict[Any, Any]]:
-    """The COSE message and CWT claims of an HC1 string; :class:`DecodeError` otherwise."""
+def decode(hc1: str, max_depth: int = cwt.MAX_DEPTH) -> tuple[cose.Sign1, dict[Any, Any]]:
+    """The COSE message and CWT claims of an HC1 string; :class:`DecodeError` otherwise
+    (also for a DCC nested deeper than ``max_depth`` or holding a bignum)."""
     msg = cose_message(inflate(base45(unprefix(hc1))))
-    return msg, claims_of(msg)
+    return msg, claims_of(msg, max_depth)
 
 
 def decode_dcc(hc1: str) -> dict[str, Any]:
@@ -194,11 +195,12 @@ def expiry_problems(
 ) -> list[str]:
     """Why the certificate is not valid at ``at`` (empty list when it is): iat ≤ at ≤ exp,
     and, with the DSC known, notBefore ≤ iat and exp ≤ notAfter."""
-    iat, exp = _numeric_date(claims.get(cwt.CLAIM_IAT)), _numeric_date(claims.get(cwt.CLAIM_EXP))
+    raw_iat, raw_exp = claims.get(cwt.CLAIM_IAT), claims.get(cwt.CLAIM_EXP)
+    iat, exp = _numeric_date(raw_iat), _numeric_date(raw_exp)
     if exp is None:
-        return ["no valid exp claim"]
+        return [_date_missing("exp", raw_exp)]
     if iat is None:
-        return ["no valid iat claim"]
+        return [_date_missing("iat", raw_iat)]
     now = at.timestamp()
     problems = []
     if now > exp:
@@ -214,10 +216,20 @@ def expiry_problems(
 
 
 def _numeric_date(value: Any) -> float | None:
-    """A CWT NumericDate (int or float, finite), else None."""
+    """A CWT NumericDate (int or float) that names a date (1970 to 9999), else None. Big
+    integers are compared as integers: float() of one raises OverflowError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return value if math.isfinite(value) else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if 0 <= value <= cwt.NUMERIC_DATE_MAX else None
+
+
+def _date_missing(name: str, value: Any) -> str:
+    """Why a claim is no NumericDate: absent or not a number, or out of range."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"claim {name} is out of range (not a date between 1970 and 9999)"
+    return f"no valid {name} claim"
 
 
 def _iso(ts: float) -> str:
@@ -282,24 +294,29 @@ def schema_problems(dcc: Any) -> list[str]:
 # --- the whole chain ------------------------------------------------------------------------
 
 
-def verify(hc1: Any, trust: Any = None, at: dt.datetime | None = None) -> Verdict:
+def verify(
+    hc1: Any, trust: Any = None, at: dt.datetime | None = None, max_depth: int = cwt.MAX_DEPTH
+) -> Verdict:
     """Verify one HC1 string. ``trust``: DSCs (list, TrustStore, PEM file or folder) or
-    None to skip the signature and key-usage checks; ``at``: the clock (default now)."""
+    None to skip the signature and key-usage checks; ``at``: the clock (default now);
+    ``max_depth``: the deepest nesting of the claims accepted."""
     store = TrustStore.of(trust)  # a bad trust path is the caller's error: raise it
     verdict = Verdict()
     try:
-        _verify(verdict, hc1, store, at or dt.datetime.now(dt.UTC))
+        _verify(verdict, hc1, store, at or dt.datetime.now(dt.UTC), max_depth)
     except Exception as exc:  # last line of defence: a verdict, never a crash
         verdict.fail("decode", f"unexpected {type(exc).__name__}")
     verdict.valid = FAIL not in verdict.checks.values()
     return verdict
 
 
-def _verify(v: Verdict, hc1: Any, trust: TrustStore | None, at: dt.datetime) -> None:
+def _verify(
+    v: Verdict, hc1: Any, trust: TrustStore | None, at: dt.datetime, max_depth: int
+) -> None:
     if at.tzinfo is None:
         at = at.replace(tzinfo=dt.UTC)
     try:
-        msg, claims = decode(hc1)
+        msg, claims = decode(hc1, max_depth)
     except DecodeError as exc:
         v.fail("decode", str(exc))
         return

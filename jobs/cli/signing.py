@@ -7,6 +7,7 @@ on them); see docs/decisions/signing.md.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -20,10 +21,25 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _lines(path: Path) -> list[str]:
-    """The file's lines; bytes that are not UTF-8 become U+FFFD so that one bad line is
-    refused (or judged invalid) on its own instead of failing the whole file."""
-    return path.read_bytes().decode("utf-8", errors="replace").splitlines()
+def numbered_lines(path: Path, max_bytes: int) -> Iterator[tuple[int, str | None]]:
+    """(line number, text) for each line of the file, read one line at a time; ``None``
+    for a line longer than ``max_bytes``, which is skipped without being held in memory.
+    Bytes that are not UTF-8 become U+FFFD so that one bad line is refused (or judged
+    invalid) on its own instead of failing the whole file."""
+    with open(path, "rb") as fh:
+        n = 0
+        while chunk := fh.readline(max_bytes + 1):
+            n += 1
+            if len(chunk) > max_bytes and not chunk.endswith(b"\n"):
+                while (rest := fh.readline(1 << 16)) and not rest.endswith(b"\n"):
+                    pass  # the rest of the long line, read and dropped
+                yield n, None
+                continue
+            yield n, chunk.rstrip(b"\r\n").decode("utf-8", errors="replace")
+
+
+def too_long(max_bytes: int) -> str:
+    return f"line longer than {max_bytes} bytes (BEVIS_MAX_LINE_BYTES): not read"
 
 
 def _ci(payload: dict) -> str | None:
@@ -53,7 +69,12 @@ def sign_file(in_path: Path, out_path: Path, exp_days: int | None = None, settin
     days = exp_days or s.validity_days
     iat, exp = validity(signer, int(time.time()), days)
     kid = base64.b64encode(signer.kid).decode()
-    numbered = [(n, line) for n, line in enumerate(_lines(in_path), 1) if line.strip()]
+    numbered, refused = [], []
+    for n, line in numbered_lines(in_path, s.max_line_bytes):
+        if line is None:
+            refused.append({"line": n, "reasons": [too_long(s.max_line_bytes)]})
+        elif line.strip():
+            numbered.append((n, line))
     results = sign_checked(
         [line for _, line in numbered],
         iat=iat,
@@ -62,7 +83,7 @@ def sign_file(in_path: Path, out_path: Path, exp_days: int | None = None, settin
         iss=s.issuer_country,
         workers=s.resolved_workers(),
     )
-    out_lines, refused = [], []
+    out_lines = []
     for (n, line), (hc1, reasons) in zip(numbered, results, strict=True):
         if hc1 is None:
             refused.append({"line": n, "reasons": reasons})
@@ -72,6 +93,7 @@ def sign_file(in_path: Path, out_path: Path, exp_days: int | None = None, settin
             json.dumps({"line": n, "ci": ci, "kid": kid, "iat": iat, "exp": exp, "hc1": hc1})
         )
     write_text_atomic("".join(x + "\n" for x in out_lines), out_path, mode=0o640)
+    refused.sort(key=lambda r: r["line"])
     return {
         "signed": len(out_lines),
         "refused": refused,
@@ -135,9 +157,10 @@ def verify(
     key-usage checks are skipped. Exit 0 only when every line is valid."""
     import json
 
+    from jobs.settings import get_settings
     from signing.conformance import parse_clock
     from signing.keys import load_trust
-    from signing.verify import TrustStore
+    from signing.verify import TrustStore, Verdict
     from signing.verify import verify as verify_one
 
     if not in_path.is_file():
@@ -154,23 +177,43 @@ def verify(
         clock = parse_clock(at) if at else None
     except ValueError:
         raise _fail(f"--at {at!r} is not an ISO 8601 time") from None
+    max_bytes = get_settings().max_line_bytes
     all_valid = True
-    for n, line in enumerate(_lines(in_path), 1):
-        text = line.strip()
-        if not text:
-            continue
-        hc1: object = text
-        if text.startswith("{"):
-            try:
-                hc1 = json.loads(text).get("hc1")
-            except (ValueError, AttributeError):
-                hc1 = text
-        verdict = verify_one(hc1, trust=store, at=clock)
+    for n, line in numbered_lines(in_path, max_bytes):
+        if line is None:
+            verdict = Verdict()
+            verdict.fail("decode", too_long(max_bytes))
+        else:
+            text = line.strip()
+            if not text:
+                continue
+            hc1: object = text
+            if text.startswith("{"):
+                try:
+                    hc1 = json.loads(text).get("hc1")
+                except (ValueError, AttributeError, RecursionError):
+                    hc1 = text
+            verdict = verify_one(hc1, trust=store, at=clock)
         all_valid &= verdict.valid
-        sys.stdout.write(json.dumps({"line": n, **verdict.as_dict()}, ensure_ascii=False) + "\n")
+        sys.stdout.write(_verdict_line(n, verdict) + "\n")
     sys.stdout.flush()
     if not all_valid:
         raise typer.Exit(1)
+
+
+def _verdict_line(n: int, verdict) -> str:
+    """One verdict as a JSON line; a payload JSON cannot carry is left out, with a reason."""
+    import json
+
+    try:
+        line = json.dumps({"line": n, **verdict.as_dict()}, ensure_ascii=False)
+        line.encode("utf-8")  # a lone surrogate could not be written
+        return line
+    except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
+        verdict.payload = None
+        verdict.valid = False
+        verdict.fail("decode", "payload cannot be shown as JSON")
+        return json.dumps({"line": n, **verdict.as_dict()})
 
 
 @app.command("conformance")

@@ -19,6 +19,16 @@ from jobs.settings import Settings, get_settings
 log = get_logger(__name__)
 
 FILE_MODE = 0o600
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection): such a
+# cell of the manifest is prefixed with an apostrophe, which shows the text as it is.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralised(value: object) -> object:
+    """A manifest cell a spreadsheet will not run as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def write_print_queue(batch_id: str, settings: Settings | None = None) -> int:
@@ -83,18 +93,9 @@ def write_print_queue(batch_id: str, settings: Settings | None = None) -> int:
         except OSError:
             rendered = None
         pages.append((view, address, rendered))
-        w.writerow(
-            [
-                n,
-                r["uvci"],
-                r["order_id"],
-                pdf_name(r["uvci"]),
-                name,
-                address.street,
-                address.postcode,
-                address.city,
-            ]
-        )
+        cells = [n, r["uvci"], r["order_id"], pdf_name(r["uvci"]), name]
+        cells += [address.street, address.postcode, address.city]
+        w.writerow([neutralised(c) for c in cells])
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     with atomic_path(pdf, FILE_MODE) as tmp:

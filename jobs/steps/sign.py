@@ -5,6 +5,11 @@ before it counts (``verify_many``: decode, signature, schema, and the order's UV
 the signed Parquet appears atomically, and the certificates enter the ledger with
 INSERT ... ON CONFLICT DO NOTHING under the database's one-certificate-per-order
 constraint. The batch state machine around it is ``jobs.batches.run_step``'s.
+
+Consent is re-checked in SQL in the sources database immediately before signing, again
+before the signed file is kept and, for a resumed batch, before its certificates are
+recorded (``_consent_gate``): an order whose consent lapsed is not signed — quarantined
+``consent_withdrawn``, released, its personal data scrubbed (``jobs.steps.scrub``).
 """
 
 from __future__ import annotations
