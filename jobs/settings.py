@@ -168,6 +168,9 @@ class Settings(BaseSettings):
         None, description="Upload certificate for CMS packages (default <key dir>/gateway)."
     )
     gateway_upload_key: Path | None = Field(None, description="Its key (default: upload.key).")
+    gateway_trust_anchor: Path | None = Field(
+        None, description="The gateway's trust anchor (PEM), pinned: checks the trust list."
+    )
     gateway_timeout_s: float = Field(30.0, gt=0, description="Per request to the gateway.")
     gateway_sim_db: Path | None = Field(None, description="Default <data_dir>/gateway-sim.db.")
 

@@ -156,6 +156,23 @@ def _verify_signature(public_key: Any, sig: bytes, data: bytes, digest: str, alg
         raise InvalidSignature("unsupported key type")
 
 
+def detached(body: bytes | str) -> str:
+    """The detached form of a base64 CMS SignedData (its content taken out, the signature
+    kept), base64 — what the gateway stores from a DSC upload and serves in its trust list."""
+    from asn1crypto import cms as acms
+
+    raw = body.encode("ascii") if isinstance(body, str) else body
+    try:
+        info = acms.ContentInfo.load(base64.b64decode(raw, validate=True), strict=True)
+        encap = info["content"]["encap_content_info"]
+        info["content"]["encap_content_info"] = acms.ContentInfo(
+            {"content_type": encap["content_type"].native}
+        )
+        return base64.b64encode(info.dump(force=True)).decode("ascii")
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        raise CmsError(INVALID_CMS) from None
+
+
 def thumbprint(cert: x509.Certificate) -> str:
     """The gateway's certificate thumbprint: lowercase hex SHA-256 of the DER."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()

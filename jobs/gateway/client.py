@@ -198,3 +198,41 @@ class GatewayClient:
             headers={"Accept": CMS},
         )
         return r.text
+
+    # --- signer certificates and the trust list -----------------------------------------------
+
+    def upload_dsc(self, cms_b64: str) -> None:
+        """POST a DSC (CMS over its DER, signed with the upload certificate)."""
+        self._request(
+            "upload DSC",
+            "POST",
+            "/signerCertificate",
+            content=cms_b64,
+            headers={"Content-Type": CMS},
+        )
+
+    def delete_dsc(self, cms_b64: str) -> None:
+        """Revoke a DSC at the gateway (the same kind of CMS as its upload)."""
+        self._request(
+            "delete DSC",
+            "POST",
+            "/signerCertificate/delete",
+            content=cms_b64,
+            headers={"Content-Type": CMS},
+        )
+
+    def trust_list(
+        self, kind: str | None = None, country: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The gateway's trust list (all entries, or of one type, or of one type and country)."""
+        path = (
+            "/trustList"
+            + (f"/{kind}" if kind else "")
+            + (f"/{country}" if kind and country else "")
+        )
+        body = self._request(
+            "trust list", "GET", path, headers={"Accept": "application/json"}
+        ).json()
+        if not isinstance(body, list):
+            raise GatewayUnavailable("trust list: the answer is not a list")
+        return body

@@ -19,6 +19,9 @@ a real HTTPS server (FastAPI on uvicorn) with the gateway's own rules.
   of 2, kid of 11–12, 1–1000 entries, each hash ``^[A-Za-z0-9+/]{22}==$`` — (400), the batch's
   country the authenticated one (403). Errors are the gateway's ProblemReportDto
   ``{code, problem, sendValue, details}``.
+* The signer-certificate (DSC upload and delete) and trust-list endpoints:
+  jobs/gateway/simulator_trust.py; the simulator's trust anchor (``tls/ta.pem``) signs the
+  trust list's AUTHENTICATION, UPLOAD and CSCA entries.
 * What it receives is kept in SQLite (``gateway_sim_db``) for inspection: trusted parties,
   batches (the CMS exactly as uploaded) and audit events; ``GET /_admin/batches`` and
   ``/_admin/audit`` show them, ``POST /_admin/cleanup`` runs the gateway's daily clean-up
@@ -240,11 +243,22 @@ def client_bundle(store: GatewayStore, path: Path) -> Path:
 
 @dataclass
 class Gateway:
-    """A running simulator: its URL, its store, the CA its clients trust."""
+    """A running simulator: its URL, its store, the CA its clients trust (TLS) and the
+    trust anchor they pin (the trust list's signatures)."""
 
     url: str
     store: GatewayStore
     ca: Path
+    trust_anchor: Path
+
+
+def _app(store: GatewayStore, folder: Path) -> Any:
+    """The revocation-list app with the signer-certificate and trust-list endpoints."""
+    from jobs.gateway.simulator_trust import add_trust_routes, trust_anchor
+
+    app = create_app(store)
+    add_trust_routes(app, store, *trust_anchor(folder / "tls"))
+    return app
 
 
 def _uvicorn_config(app: Any, tls: dict[str, Path], bundle: Path, **kwargs: Any):
@@ -291,7 +305,7 @@ def running_gateway(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     url = f"https://{host}:{sock.getsockname()[1]}"
-    server = uvicorn.Server(_uvicorn_config(create_app(store), tls, bundle))
+    server = uvicorn.Server(_uvicorn_config(_app(store, folder), tls, bundle))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -300,7 +314,7 @@ def running_gateway(
             raise RuntimeError("gateway simulator did not start")
         time.sleep(0.02)
     try:
-        yield Gateway(url, store, tls["ca"])
+        yield Gateway(url, store, tls["ca"], folder / "tls" / "ta.pem")
     finally:
         store.hold_uploads.clear()
         server.should_exit = True
@@ -324,9 +338,11 @@ def serve(
     folder = s.resolved_data_dir() / "gateway-sim"
     parties = development_parties(s.resolved_key_dir())
     store, tls, bundle = _prepare(folder, parties, s.gateway_sim_db)
+    gateway = Gateway(f"https://{host}:{port}", store, tls["ca"], folder / "tls" / "ta.pem")
+    app = _app(store, folder)
     if announce is not None:
-        announce(Gateway(f"https://{host}:{port}", store, tls["ca"]))
+        announce(gateway)
     try:
-        uvicorn.Server(_uvicorn_config(create_app(store), tls, bundle, host=host, port=port)).run()
+        uvicorn.Server(_uvicorn_config(app, tls, bundle, host=host, port=port)).run()
     finally:
         store.close()

@@ -86,8 +86,9 @@ def parse_dn(dn: str) -> dict[str, str]:
     return out
 
 
-def authenticate(request: Request, store: GatewayStore, role: str) -> tuple[str, str]:
-    """(country, thumbprint) of the authenticated client, or a Problem as the filter says."""
+def authenticate(request: Request, store: GatewayStore, role: str | None) -> tuple[str, str]:
+    """(country, thumbprint) of the authenticated client, or a Problem as the filter says
+    (``role`` None: the endpoint needs authentication only)."""
     dn = request.headers.get(DN_HEADER)
     thumbprint = normalize_thumbprint(request.headers.get(THUMBPRINT_HEADER))
     if dn is None or thumbprint is None:
@@ -99,7 +100,7 @@ def authenticate(request: Request, store: GatewayStore, role: str) -> tuple[str,
     roles = store.party_roles(thumbprint, country, AUTHENTICATION)
     if roles is None:
         raise Problem(401, "0x402", "Client is not authorized to access the service")
-    if role not in roles:
+    if role is not None and role not in roles:
         raise Problem(403, "0x403", "Client is not authorized to access the endpoint")
     return country, thumbprint
 

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS trusted_parties (
     type TEXT NOT NULL,
     roles TEXT NOT NULL,
     raw_data TEXT NOT NULL,
+    created_us INTEGER,
     PRIMARY KEY (thumbprint, country, type)
 );
 CREATE TABLE IF NOT EXISTS revocation_batches (
@@ -42,6 +43,14 @@ CREATE TABLE IF NOT EXISTS revocation_batches (
     signed_batch TEXT
 );
 CREATE INDEX IF NOT EXISTS ix_batches_changed ON revocation_batches (changed_us);
+CREATE TABLE IF NOT EXISTS signer_information (
+    thumbprint TEXT PRIMARY KEY,
+    country TEXT NOT NULL,
+    raw_data TEXT NOT NULL,
+    signature TEXT,
+    created_us INTEGER NOT NULL,
+    deleted_us INTEGER
+);
 CREATE TABLE IF NOT EXISTS audit_events (
     id INTEGER PRIMARY KEY,
     country TEXT NOT NULL,
@@ -90,6 +99,18 @@ class TrustedParty:
         return cms.thumbprint(self.cert)
 
 
+def _signer_row(r: tuple) -> dict[str, Any]:
+    thumbprint, country, raw, signature, created, deleted = r
+    return {
+        "thumbprint": thumbprint,
+        "country": country,
+        "raw_data": raw,
+        "signature": signature,
+        "created": from_us(created),
+        "deleted": from_us(deleted) if deleted is not None else None,
+    }
+
+
 class GatewayStore:
     """The simulator's SQLite: trusted parties, batches, audit events (thread-safe)."""
 
@@ -100,6 +121,9 @@ class GatewayStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # a simulator: no fsync per request
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(trusted_parties)")}
+        if columns and "created_us" not in columns:  # a store of an earlier simulator
+            self._db.execute("ALTER TABLE trusted_parties ADD COLUMN created_us INTEGER")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
         self.hold_uploads = threading.Event()  # drills: answer no upload while set
@@ -111,9 +135,12 @@ class GatewayStore:
     # trusted parties
     def add_party(self, party: TrustedParty) -> None:
         raw = base64.b64encode(party.cert.public_bytes(serialization.Encoding.DER)).decode()
+        key = (party.thumbprint, party.country, party.type)
+        roles = ",".join(sorted(party.roles))
         self._x(
-            "INSERT OR REPLACE INTO trusted_parties VALUES (?, ?, ?, ?, ?)",
-            (party.thumbprint, party.country, party.type, ",".join(sorted(party.roles)), raw),
+            "INSERT INTO trusted_parties VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
+            "(thumbprint, country, type) DO UPDATE SET roles = excluded.roles",
+            (*key, roles, raw, to_us(now_utc())),
         )
 
     def party_roles(self, thumbprint: str, country: str, kind: str) -> frozenset[str] | None:
@@ -126,6 +153,53 @@ class GatewayStore:
     def certificates(self, kind: str) -> list[x509.Certificate]:
         rows = self._x("SELECT raw_data FROM trusted_parties WHERE type = ?", (kind,))
         return [x509.load_der_x509_certificate(base64.b64decode(r[0])) for r in rows]
+
+    def parties(self) -> list[tuple[TrustedParty, dt.datetime]]:
+        """Every trusted party and when it was registered (first)."""
+        rows = self._x(
+            "SELECT country, type, roles, raw_data, created_us FROM trusted_parties ORDER BY rowid"
+        )
+        return [
+            (
+                TrustedParty(
+                    c,
+                    k,
+                    x509.load_der_x509_certificate(base64.b64decode(raw)),
+                    frozenset(r for r in roles.split(",") if r),
+                ),
+                from_us(created or 0),
+            )
+            for c, k, roles, raw, created in rows
+        ]
+
+    # signer information: the countries' DSCs
+    def signer(self, thumbprint: str) -> dict[str, Any] | None:
+        rows = self._x(
+            "SELECT thumbprint, country, raw_data, signature, created_us, deleted_us "
+            "FROM signer_information WHERE thumbprint = ?",
+            (thumbprint,),
+        )
+        return _signer_row(rows[0]) if rows else None
+
+    def signers(self) -> list[dict[str, Any]]:
+        rows = self._x(
+            "SELECT thumbprint, country, raw_data, signature, created_us, deleted_us "
+            "FROM signer_information ORDER BY created_us"
+        )
+        return [_signer_row(r) for r in rows]
+
+    def add_signer(self, thumbprint: str, country: str, raw_data: str, signature: str) -> None:
+        """Store a DSC; one deleted before (signature NULL) is replaced (SignerInformationService)."""
+        self._x(
+            "INSERT OR REPLACE INTO signer_information VALUES (?, ?, ?, ?, ?, NULL)",
+            (thumbprint, country, raw_data, signature, to_us(now_utc())),
+        )
+
+    def delete_signer(self, thumbprint: str) -> None:
+        self._x(
+            "UPDATE signer_information SET signature = NULL, deleted_us = ? WHERE thumbprint = ?",
+            (to_us(now_utc()), thumbprint),
+        )
 
     # batches
     def add_batch(
@@ -232,8 +306,9 @@ class GatewayStore:
         ]
 
     def clear(self) -> None:
-        """Forget every batch and audit event (tests and drills); trusted parties stay."""
+        """Forget every batch, DSC and audit event (tests and drills); trusted parties stay."""
         self._x("DELETE FROM revocation_batches")
+        self._x("DELETE FROM signer_information")
         self._x("DELETE FROM audit_events")
 
     def close(self) -> None:

@@ -222,3 +222,21 @@ def test_read_batches_checks_each_cms(tmp_path: Path, upload) -> None:
     (tmp_path / "b2.cms").write_bytes(base64.b64encode(forged))
     with pytest.raises(RevocationError, match=r"b2\.cms.*does not verify"):
         read_batches(tmp_path)
+
+
+def test_detached_repack_of_an_encapsulated_message(tmp_path: Path, upload) -> None:
+    """What the gateway keeps of a DSC upload: the same signature without the content;
+    openssl verifies it over the content given beside it."""
+    key, cert = upload
+    body = cms.sign_b64(BATCH, cert, key)
+    repacked = cms.detached(body)
+    assert cms.parse_verify(repacked, detached_content=BATCH).verified
+    assert not cms.parse_verify(repacked, detached_content=BATCH + b" ").verified
+    (tmp_path / "content").write_bytes(BATCH)
+    done = _openssl_verify(
+        tmp_path, base64.b64decode(repacked), cert, "-content", str(tmp_path / "content"),
+        "-out", "/dev/null",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(cms.CmsError):
+        cms.detached("not base64!")

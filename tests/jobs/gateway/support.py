@@ -54,6 +54,7 @@ class Country:
     upload_key: Any = None
     upload: x509.Certificate | None = None
     csca: x509.Certificate | None = None
+    csca_key: Any = None
     files: dict[str, Path] = field(default_factory=dict)
 
     @classmethod
@@ -61,7 +62,7 @@ class Country:
         c = cls(code, folder / code)
         c.auth_key, c.auth = make_gateway_cert(code, "auth", NOW)
         c.upload_key, c.upload = make_gateway_cert(code, "upload", NOW)
-        _key, c.csca = make_csca(code, NOW)
+        c.csca_key, c.csca = make_csca(code, NOW)
         c.files["auth_cert"], c.files["auth_key"] = _pem_files(c.folder, "auth", c.auth_key, c.auth)
         c.files["upload_cert"], c.files["upload_key"] = _pem_files(
             c.folder, "upload", c.upload_key, c.upload
@@ -89,6 +90,16 @@ class Country:
         """Base64 CMS over the payload, by this country's upload certificate (or another)."""
         data = payload.encode() if isinstance(payload, str) else payload
         return cms.sign_b64(data, cert or self.upload, key or self.upload_key)
+
+    def dsc(self, issuer: Country | None = None, country: str | None = None) -> x509.Certificate:
+        """A fresh DSC of this country (or with another subject C), issued by a CSCA."""
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from signing.keys import make_dsc
+
+        ca = issuer or self
+        key = ec.generate_private_key(ec.SECP256R1())
+        return make_dsc(ca.csca_key, ca.csca, key.public_key(), country or self.code, NOW)
 
     def client(self, url: str, ca: Path, **kwargs: Any) -> httpx.Client:
         """HTTPS with this country's TLS authentication certificate."""
