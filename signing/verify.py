@@ -134,9 +134,9 @@ def cose_message(data: bytes) -> cose.Sign1:
         raise DecodeError(f"cose: {exc}") from None
 
 
-def claims_of(msg: cose.Sign1, max_depth: int = cwt.MAX_DEPTH) -> dict[Any, Any]:
+def claims_of(msg: cose.Sign1) -> dict[Any, Any]:
     try:
-        return cwt.decode_claims(msg.payload, max_depth)
+        return cwt.decode_claims(msg.payload)
     except cwt.CwtError as exc:
         raise DecodeError(f"cwt: {exc}") from None
 
@@ -160,11 +160,10 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def decode(hc1: str, max_depth: int = cwt.MAX_DEPTH) -> tuple[cose.Sign1, dict[Any, Any]]:
-    """The COSE message and CWT claims of an HC1 string; :class:`DecodeError` otherwise
-    (also for a DCC nested deeper than ``max_depth`` or holding a bignum)."""
+def decode(hc1: str) -> tuple[cose.Sign1, dict[Any, Any]]:
+    """The COSE message and CWT claims of an HC1 string; :class:`DecodeError` otherwise."""
     msg = cose_message(inflate(base45(unprefix(hc1))))
-    return msg, claims_of(msg, max_depth)
+    return msg, claims_of(msg)
 
 
 def decode_dcc(hc1: str) -> dict[str, Any]:
@@ -299,7 +298,7 @@ def verify(
 ) -> Verdict:
     """Verify one HC1 string. ``trust``: DSCs (list, TrustStore, PEM file or folder) or
     None to skip the signature and key-usage checks; ``at``: the clock (default now);
-    ``max_depth``: the deepest nesting of the claims accepted."""
+    ``max_depth``: the deepest nesting of the claims map (and the DCC in it) accepted."""
     store = TrustStore.of(trust)  # a bad trust path is the caller's error: raise it
     verdict = Verdict()
     try:
@@ -316,7 +315,7 @@ def _verify(
     if at.tzinfo is None:
         at = at.replace(tzinfo=dt.UTC)
     try:
-        msg, claims = decode(hc1, max_depth)
+        msg, claims = decode(hc1)
     except DecodeError as exc:
         v.fail("decode", str(exc))
         return
@@ -328,10 +327,13 @@ def _verify(
     iat_date, exp_date = _numeric_date(iat), _numeric_date(exp)
     v.iat = None if iat_date is None else int(iat_date)
     v.exp = None if exp_date is None else int(exp_date)
-    dcc = jsonable(cwt.dcc_of(claims))
+    # a DCC nested too deeply or holding a bignum is not walked (nor shown): its schema
+    # check fails with the reason; signature and expiry are still checked
+    unsafe = cwt.structure_problem(cwt.dcc_of(claims), max(1, max_depth - 2))
+    dcc = None if unsafe else jsonable(cwt.dcc_of(claims))
     v.payload = dcc
 
-    problems = schema_problems(dcc)
+    problems = [f"the DCC {unsafe}"] if unsafe else schema_problems(dcc)
     if problems:
         v.fail("schema", "; ".join(problems[:5]))
     else:
@@ -362,7 +364,7 @@ def _verify(
     else:
         v.checks["expiry"] = OK
 
-    if dsc is not None:
+    if dsc is not None and dcc is not None:
         problem = key_usage_problem(dcc, dsc)
         if problem:
             v.fail("key_usage", problem)
