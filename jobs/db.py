@@ -36,6 +36,25 @@ def safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _private_file(path: Path) -> None:
+    """Create a SQLite database file owner-only (0600) before SQLite does (it would use
+    0644); its -wal and -shm files take the database file's mode."""
+    import contextlib
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
 @cache
 def engine(url: str) -> Engine:
     """One pooled engine per URL per process. SQLite gets WAL and a busy timeout so that
@@ -43,7 +62,7 @@ def engine(url: str) -> Engine:
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(u.database))
         eng = create_engine(url, connect_args={"timeout": 30})
         event.listen(eng, "connect", _sqlite_pragmas)
         return eng
@@ -82,6 +101,44 @@ def migrate(name: str, url: str) -> None:
                 f"cannot migrate the {name} database at {safe_url(url)}: {exc.orig}"
             ) from exc
         raise
+
+
+def current_engine(name: str, url: str, variable: str) -> Engine:
+    """The engine of database ``name`` at ``url`` for a reader: never creates a file nor
+    migrates. :class:`DatabaseMissing` when there is no database or its schema is not this
+    bevis' (older or empty), :class:`DatabaseUnavailable` when it cannot be reached — each
+    one line naming the URL (password masked), the setting (``variable``) and what to do."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.exc import DBAPIError
+
+    from jobs.errors import DatabaseMissing
+
+    where = safe_url(url)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise DatabaseMissing(
+            f"no {name} database at {where}: set {variable}, or create it with 'bevis db migrate'"
+        )
+    heads = set(ScriptDirectory.from_config(alembic_config(name, url)).get_heads())
+    eng = engine(url)
+    try:
+        with eng.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"version_table": f"alembic_version_{name}"}
+            )
+            current = set(ctx.get_current_heads())
+    except DBAPIError as exc:
+        raise DatabaseUnavailable(
+            f"cannot reach the {name} database at {where} ({type(exc.orig).__name__}): "
+            f"check {variable} and that the server is up"
+        ) from None
+    if current != heads:
+        state = "has no bevis schema" if not current else "has an older schema"
+        raise DatabaseMissing(
+            f"the {name} database at {where} {state}: run 'bevis db migrate' (or set {variable})"
+        )
+    return eng
 
 
 def migrate_all(settings=None) -> None:

@@ -81,10 +81,53 @@ class RunPaths:
         return self.root / "report"
 
 
+# A run folder holds identity data (extract, payloads, print queues): it and every folder
+# in it are owner-only, and every file written into it is readable by its owner only,
+# whatever mode a caller asks for.
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def run_root(path: Path) -> Path | None:
+    """The run folder (``…/runs/<run id>``) that holds ``path``, or None."""
+    for p in (path, *path.parents):
+        if p.parent.name == "runs" and p.name:
+            return p
+    return None
+
+
+def private_dirs(folder: Path) -> Path:
+    """``folder`` and its missing parents, created owner-only (0700)."""
+    missing = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            d.mkdir(mode=PRIVATE_DIR)
+        os.chmod(d, PRIVATE_DIR)  # whatever the umask
+    return folder
+
+
+def _prepare(target: Path, mode: int) -> int:
+    """Create the target's folder; the file mode to use (owner-only in a run folder)."""
+    root = run_root(target)
+    if root is None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return mode
+    private_dirs(target.parent)
+    for d in (root, root.parent):  # folders made before this rule, or by other tools
+        if d.stat().st_mode & 0o077:
+            os.chmod(d, PRIVATE_DIR)
+    return mode & PRIVATE_FILE
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path, mode: int = 0o644) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
+    In a run folder the folders are made 0700 and the file is at most 0600."""
+    mode = _prepare(target, mode)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)

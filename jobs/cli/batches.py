@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from jobs.cli import options
+
 
 def _iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
@@ -62,6 +64,18 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _open_ledger() -> None:
+    """Read-only commands: the ledger must be there at this bevis' schema — nothing is
+    created or migrated; else one line naming it (password masked) and what to do, exit 2."""
+    from jobs.errors import DatabaseMissing, DatabaseUnavailable
+    from jobs.ledger.queries import read_ledger
+
+    try:
+        read_ledger()
+    except (DatabaseMissing, DatabaseUnavailable) as exc:
+        _fail(str(exc))
+
+
 # Commands of this area at the top level of `bevis`, and its `bevis bench ...` commands;
 # jobs/cli/__init__.py merges both into the one app.
 app = typer.Typer()
@@ -84,6 +98,7 @@ def runs_list(
     """Every run: state, start, duration, batches and certificates."""
     from jobs.ledger.queries import recent_runs
 
+    _open_ledger()
     out = []
     for row in recent_runs(limit):
         r, counts = row["run"], row["counts"]
@@ -122,13 +137,14 @@ def runs_list(
 
 @runs.command("show")
 def runs_show(
-    run: str = typer.Argument(..., help="Run id."),
+    run: str = typer.Argument(..., help="Run id.", callback=options.run_id),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """One run: parameters, counts per state, step durations, errors of failed batches."""
     from jobs.batches import reap_interrupted
     from jobs.ledger.queries import batches_of, run_with_counts
 
+    _open_ledger()
     reap_interrupted(run)
     found = run_with_counts(run)
     if found is None:
@@ -184,7 +200,7 @@ def runs_show(
 # ------------------------------------------------------------------ batches
 @batches.command("list")
 def batches_list(
-    run: str | None = typer.Option(None, "--run", help="Only this run."),
+    run: str | None = typer.Option(None, "--run", help="Only this run.", callback=options.run_id),
     state: list[str] = typer.Option(
         [], "--state", help="Only these states (planned, signed, rendered, delivered, failed)."
     ),
@@ -200,6 +216,7 @@ def batches_list(
         states = [BatchState(s.upper()).value for s in state]
     except ValueError as exc:
         _fail(str(exc))
+    _open_ledger()
     reap_interrupted(run)
     out = [_batch_dict(b) for b in batches_of(run, states)]
     if json_out:
@@ -225,7 +242,9 @@ def batches_list(
 
 @batches.command("plan")
 def batches_plan(
-    run: str = typer.Argument(..., help="Run id (its payloads.parquet is cut)."),
+    run: str = typer.Argument(
+        ..., help="Run id (its payloads.parquet is cut).", callback=options.run_id
+    ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Cut a run's payloads into batches (idempotent)."""
@@ -237,7 +256,7 @@ def batches_plan(
 
 @batches.command("step")
 def batches_step(
-    batch: str = typer.Argument(..., help="Batch id."),
+    batch: str = typer.Argument(..., help="Batch id.", callback=options.batch_id),
     step: str = typer.Argument(..., help="sign | render | deliver"),
 ) -> None:
     """Run one step of one batch (what one mapped Airflow task does); JSON result."""
@@ -252,9 +271,11 @@ def batches_step(
 
 @batches.command("rerun")
 def batches_rerun(
-    batch_ids: list[str] = typer.Argument(None, help="Batch ids."),
+    batch_ids: list[str] = typer.Argument(None, help="Batch ids.", callback=options.batch_ids),
     failed: bool = typer.Option(False, "--failed", help="Every failed batch (of --run)."),
-    run: str | None = typer.Option(None, "--run", help="With --failed: only this run."),
+    run: str | None = typer.Option(
+        None, "--run", help="With --failed: only this run.", callback=options.run_id
+    ),
     via_airflow: bool = typer.Option(
         False,
         "--via-airflow",
@@ -411,6 +432,7 @@ def certificates_show(
     """A certificate's state, batch and delivery history (no identity data)."""
     from jobs.ledger.queries import certificate_history
 
+    _open_ledger()
     c, b, deliveries = certificate_history(uvci)
     if c is None:
         _fail(f"certificate {uvci} is not in the ledger", 1)

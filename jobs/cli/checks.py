@@ -64,8 +64,15 @@ def _packages() -> list[Check]:
 def _database(label: str, url: str, expected_table: str) -> Check:
     from sqlalchemy import inspect
 
-    from jobs.db import engine, safe_url
+    from jobs.db import engine, safe_url, sqlite_path
 
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():  # a check never creates a database
+        return Check(
+            f"database {label}",
+            "warn",
+            f"{safe_url(url)} does not exist yet — run 'bevis db migrate' (or 'bevis seed')",
+        )
     try:
         names = inspect(engine(url)).get_table_names()
     except Exception as exc:

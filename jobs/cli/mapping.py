@@ -6,6 +6,8 @@ import json
 
 import typer
 
+from jobs.cli import options
+
 # Commands of this area at the top level of `bevis`, and its `bevis bench ...` commands;
 # jobs/cli/__init__.py merges both into the one app.
 app = typer.Typer()
@@ -14,7 +16,9 @@ bench = typer.Typer()
 
 @app.command("map")
 def map_cmd(
-    run: str = typer.Option(..., "--run", help="Run id (its validated.parquet is mapped)."),
+    run: str = typer.Option(
+        ..., "--run", help="Run id (its validated.parquet is mapped).", callback=options.run_id
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     force: bool = typer.Option(
         False, "--force", help="Map again even when the input has not changed."

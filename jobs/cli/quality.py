@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from jobs.cli import options
+
 # Commands of this area at the top level of `bevis`, and its `bevis bench ...` commands;
 # jobs/cli/__init__.py merges both into the one app.
 app = typer.Typer()
@@ -12,9 +14,11 @@ bench = typer.Typer()
 
 @app.command("validate")
 def validate_cmd(
-    run: str = typer.Option(..., "--run", help="Run id."),
+    run: str = typer.Option(..., "--run", help="Run id.", callback=options.run_id),
     suite: str = typer.Option(..., "--suite", help="nvr_extract | dcc_payload | signed_batch"),
-    batch: str | None = typer.Option(None, "--batch", help="Batch id (signed_batch)."),
+    batch: str | None = typer.Option(
+        None, "--batch", help="Batch id (signed_batch).", callback=options.batch_id
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Run a data-quality suite over a run's file; quarantine failing orders; exit 3

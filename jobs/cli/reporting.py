@@ -36,13 +36,18 @@ def report(
 ) -> None:
     """Recompute the reporting tables from the ledger and write the HTML report with
     Parquet and CSV exports; counts below the small-count threshold are withheld."""
-    from jobs.db import DatabaseUnavailable
+    from jobs.db import DatabaseUnavailable, current_engine
+    from jobs.errors import DatabaseMissing
     from jobs.reporting.publish import build_report
+    from jobs.settings import get_settings
 
     start, end = _day(date_from, "--from"), _day(date_to, "--to")
-    try:
-        path = build_report(out, start, end, refresh_first=not no_refresh)
-    except (DatabaseUnavailable, ValueError) as exc:
+    s = get_settings()
+    try:  # a report reads the ledger: it never creates nor migrates a database
+        current_engine("ledger", s.resolved_ledger_url(), "BEVIS_LEDGER_URL")
+        current_engine("reporting", s.resolved_reporting_url(), "BEVIS_REPORTING_URL")
+        path = build_report(out, start, end, settings=s, refresh_first=not no_refresh)
+    except (DatabaseMissing, DatabaseUnavailable, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"report: {path}")

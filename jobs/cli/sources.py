@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from jobs.cli import options
+
 
 def _fail(exc: BaseException, code: int = 2) -> None:
     typer.echo(f"error: {exc}", err=True)
@@ -24,17 +26,22 @@ def seed(
         0.01, "--defect-rate", min=0.0, max=0.5, help="Share of orders with a defect."
     ),
     db: str | None = typer.Option(None, "--db", help="Sources database URL (replaced)."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a database that 'bevis seed' did not make."
+    ),
 ) -> None:
     """Replace the sources database with a synthetic register (population, NVR events,
-    orders) and write <data_dir>/seed-manifest.json with the truth."""
+    orders) and write <data_dir>/seed-manifest.json with the truth. A database that the
+    seeder did not make (one holding other data) is refused unless --force."""
     import json
 
     from jobs.db import DatabaseUnavailable
+    from jobs.devtools.seed import NotSeeded
     from jobs.devtools.seed import seed as run_seed
 
     try:
-        m = run_seed(persons, seed=seed, defect_rate=defect_rate, url=db)
-    except DatabaseUnavailable as exc:
+        m = run_seed(persons, seed=seed, defect_rate=defect_rate, url=db, force=force)
+    except (DatabaseUnavailable, NotSeeded) as exc:
         _fail(exc)
     summary = {k: v for k, v in m.to_dict().items() if k != "defects"}
     typer.echo(json.dumps(summary, ensure_ascii=False))
@@ -42,7 +49,7 @@ def seed(
 
 @app.command()
 def extract(
-    run: str = typer.Option(..., "--run", help="Run id."),
+    run: str = typer.Option(..., "--run", help="Run id.", callback=options.run_id),
     limit: int | None = typer.Option(None, "--limit", min=0, help="Claim at most N orders."),
 ) -> None:
     """Claim the pending consented orders and write the run's extract.parquet."""
@@ -65,7 +72,9 @@ app.add_typer(orders, name="orders")
 
 @orders.command("release")
 def orders_release(
-    run: str = typer.Option(..., "--run", help="The (failed) run whose claims to give back."),
+    run: str = typer.Option(
+        ..., "--run", help="The (failed) run whose claims to give back.", callback=options.run_id
+    ),
     order: list[str] | None = typer.Option(None, "--order", help="Only these order ids."),
 ) -> None:
     """Give the orders a failed run claimed back to PENDING (never fulfilled ones)."""
@@ -77,7 +86,9 @@ def orders_release(
 
 @orders.command("status")
 def orders_status(
-    run: str | None = typer.Option(None, "--run", help="Only the orders of this run."),
+    run: str | None = typer.Option(
+        None, "--run", help="Only the orders of this run.", callback=options.run_id
+    ),
 ) -> None:
     """Number of orders per state."""
     import json

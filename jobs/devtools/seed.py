@@ -25,7 +25,7 @@ from jobs.devtools.seed_generator import (
     Manifest,
 )
 from jobs.devtools.seed_generator import DEFECT_KINDS as DEFECT_KINDS  # the seeder's contract
-from jobs.errors import InvalidInstant
+from jobs.errors import DatabaseUnavailable, InvalidInstant, NotRetryable
 
 _POP_COLS = (
     "person_id",
@@ -216,15 +216,100 @@ class _Loader:
         self.raw.close()
 
 
+SEED_MARK = "bevis_seed"  # the table by which the seeder knows a database it made
+
+
+class NotSeeded(NotRetryable):
+    """The database holds data the seeder did not make: it is not replaced without force."""
+
+
+def _refuse_foreign(url: str) -> None:
+    """Refuse to replace a database the seeder did not make: one without the seed mark that
+    holds rows in a sources table, or tables bevis does not know. A missing, empty or
+    only-migrated database is fine."""
+    from sqlalchemy import func, inspect, select, table
+
+    from jobs.db import engine, safe_url, sqlite_path
+    from jobs.sources.models import TABLES
+
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return
+    eng = engine(url)
+    try:
+        names = set(inspect(eng).get_table_names())
+    except Exception as exc:
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):
+            raise DatabaseUnavailable(
+                f"cannot reach the sources database at {safe_url(url)} ({type(exc.orig).__name__})"
+            ) from None
+        raise
+    if SEED_MARK in names:
+        return
+    foreign = sorted(n for n in names - set(TABLES) if not n.startswith("alembic_version"))
+    with eng.connect() as conn:
+        filled = [
+            t
+            for t in TABLES
+            if t in names and conn.execute(select(func.count()).select_from(table(t))).scalar()
+        ]
+    if foreign or filled:
+        what = f"rows in {', '.join(filled)}"
+        if foreign:
+            what = f"tables bevis does not know ({', '.join(foreign[:5])})"
+        raise NotSeeded(
+            f"the database at {safe_url(url)} was not made by 'bevis seed' and holds {what}: "
+            "seeding would replace it; point --db/BEVIS_SOURCE_URL at a scratch database, "
+            "or pass --force"
+        )
+
+
+def _mark_seeded(url: str, seed: int, persons: int) -> None:
+    """Record in the database that the seeder made it (and with what)."""
+    import datetime as dt_
+
+    from sqlalchemy import text
+
+    from jobs.db import engine
+
+    with engine(url).begin() as conn:
+        columns = "seeded_at VARCHAR(40), seed BIGINT, persons BIGINT"
+        conn.execute(text(f"CREATE TABLE IF NOT EXISTS {SEED_MARK} ({columns})"))
+        conn.execute(text(f"DELETE FROM {SEED_MARK}"))
+        conn.execute(
+            text(f"INSERT INTO {SEED_MARK} VALUES (:at, :seed, :persons)"),
+            {"at": dt_.datetime.now(dt_.UTC).isoformat(), "seed": seed, "persons": persons},
+        )
+
+
+def _private_sqlite(url: str) -> None:
+    """A seeded SQLite file (and its -wal, -shm) is readable by its owner only: it holds a
+    population register."""
+    import os
+
+    from jobs.db import sqlite_path
+
+    path = sqlite_path(url)
+    if path is None:
+        return
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.exists():
+            os.chmod(p, 0o600)
+
+
 def seed(
     persons: int,
     seed: int = 0,
     defect_rate: float = 0.01,
     url: str | None = None,
     settings=None,
+    force: bool = False,
 ) -> Manifest:
     """Replace the sources database's content with a synthetic register of ``persons``
-    people and return (and write) its manifest. Same arguments, same data."""
+    people and return (and write) its manifest. Same arguments, same data. A database the
+    seeder did not make is refused (:class:`NotSeeded`) unless ``force``."""
     from jobs.db import migrate, safe_url
     from jobs.log import get_logger
     from jobs.settings import get_settings
@@ -238,6 +323,8 @@ def seed(
     url = url or s.resolved_source_url()
     log = get_logger(__name__)
     t0 = time.perf_counter()
+    if not force:
+        _refuse_foreign(url)
     migrate("sources", url)
     gen = Generator(seed, defect_rate)
     manifest = Manifest(seed=seed, persons=persons, defect_rate=defect_rate, url=safe_url(url))
@@ -305,12 +392,15 @@ def seed(
     finally:
         loader.close()
         loader.restore_indexes()
+    _mark_seeded(url, seed, persons)
+    _private_sqlite(url)
     manifest.expected_extract = exp
     manifest.nvr_snapshot_at = taken.isoformat()
     manifest.seconds = round(time.perf_counter() - t0, 3)
     write_text_atomic(
         json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False),
         s.resolved_data_dir() / "seed-manifest.json",
+        mode=0o600,
     )
     log.info(
         "seeded",

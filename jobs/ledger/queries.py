@@ -6,11 +6,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from jobs.ledger.models import Batch, BatchState
-from jobs.ledger.runs import ledger
-from jobs.settings import Settings
+from jobs.settings import Settings, get_settings
+
+
+def read_ledger(settings: Settings | None = None) -> Engine:
+    """The ledger engine for reading: never creates or migrates the database (see
+    :func:`jobs.db.current_engine`). Once found current, later steps in this process need
+    not migrate it either."""
+    from jobs.db import current_engine
+    from jobs.ledger import runs
+
+    s = settings or get_settings()
+    url = s.resolved_ledger_url()
+    eng = current_engine("ledger", url, "BEVIS_LEDGER_URL")
+    runs._MIGRATED.add(url)  # at head: ledger() has nothing to migrate
+    return eng
 
 
 def batches_of(
@@ -22,7 +35,7 @@ def batches_of(
         q = q.where(Batch.run_id == run_id)
     if states:
         q = q.where(Batch.state.in_([BatchState(x.upper()) for x in states]))
-    with ledger(settings).connect() as conn:
+    with read_ledger(settings).connect() as conn:
         return list(conn.execute(q).all())
 
 
@@ -31,7 +44,7 @@ def recent_runs(limit: int, settings: Settings | None = None) -> list[dict[str, 
     from jobs.ledger.models import Run
     from jobs.ledger.runs import run_counts
 
-    with ledger(settings).connect() as conn:
+    with read_ledger(settings).connect() as conn:
         rows = conn.execute(select(Run).order_by(Run.started_at.desc()).limit(limit)).all()
         return [{"run": r, "counts": run_counts(conn, r.id)} for r in rows]
 
@@ -41,7 +54,7 @@ def run_with_counts(run_id: str, settings: Settings | None = None) -> tuple[Any,
     from jobs.ledger.models import Run
     from jobs.ledger.runs import run_counts
 
-    with ledger(settings).connect() as conn:
+    with read_ledger(settings).connect() as conn:
         r = conn.execute(select(Run).where(Run.id == run_id)).first()
         if r is None:
             return None
@@ -53,7 +66,7 @@ def certificate_history(uvci: str, settings: Settings | None = None) -> tuple[An
     is None when the ledger has no such certificate."""
     from jobs.ledger.models import Certificate, Delivery
 
-    with ledger(settings).connect() as conn:
+    with read_ledger(settings).connect() as conn:
         c = conn.execute(select(Certificate).where(Certificate.uvci == uvci)).first()
         if c is None:
             return None, None, []
