@@ -94,6 +94,7 @@ def clean_env(**bevis: str) -> dict[str, str]:
         if not k.startswith(("BEVIS_", "AIRFLOW")) or k == "BEVIS_REQUIRE_SERVICES"
     }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["BEVIS_DEV_MODE"] = "1"  # development keys and secrets: a test deployment
     return {**env, **bevis}
 
 
