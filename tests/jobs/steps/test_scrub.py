@@ -98,6 +98,7 @@ def _rows(path: Path, order_id: str) -> list[dict]:
 def test_scrub_removes_the_orders_personal_data_and_nothing_else(run_files) -> None:
     s, paths, payloads = run_files
     before = {p: pq.read_table(p) for p in (paths.extract, paths.payloads)}
+    modes = {p: p.stat().st_mode & 0o777 for p in paths.root.rglob("*.parquet")}
     uvci_a = payloads["uvci"][0].as_py()
     counts = scrub_orders(RUN, ["S-A"], s)
     assert counts == {
@@ -126,7 +127,7 @@ def test_scrub_removes_the_orders_personal_data_and_nothing_else(run_files) -> N
     assert not (paths.pdf_dir(BATCH) / pdf_name(uvci_a)).exists()
     assert len(list(paths.pdf_dir(BATCH).iterdir())) == 2
     # modes kept, no temporary file left behind
-    assert paths.extract.stat().st_mode & 0o777 == 0o640
+    assert {p: p.stat().st_mode & 0o777 for p in paths.root.rglob("*.parquet")} == modes
     assert not [p for p in paths.root.rglob("*.tmp")]
     # idempotent: a second call finds nothing to do and rewrites nothing
     mtimes = {p: p.stat().st_mtime_ns for p in paths.root.rglob("*.parquet")}
