@@ -130,6 +130,34 @@ class Settings(BaseSettings):
     mailbox_breaker_threshold: int = Field(20, ge=1, description="Failures that open it.")
     mailbox_breaker_cooldown_s: float = Field(5.0, ge=0, description="Open → half-open.")
     mailbox_lookup_chunk: int = Field(1000, ge=1, le=1000, description="Recipients per look-up.")
+    # operator endpoints, TLS and the processing window (issue 14: exactly once, authenticated)
+    mailbox_operators: dict[str, str] = Field(
+        default_factory=dict,
+        description="Operator name → base URL of its service (deliverSecure, messages). A "
+        "look-up answer naming another operator, or another scheme/host/port, is refused "
+        "(deferred 'operator_unknown'). Empty: the simulator's operators under a loopback "
+        "mailbox_url.",
+    )
+    mailbox_ca_bundle: Path | None = Field(
+        None, description="CA bundle (PEM) verifying FaR and the operators (default: system)."
+    )
+    mailbox_client_cert: Path | None = Field(None, description="Client certificate (mTLS, PEM).")
+    mailbox_client_key: Path | None = Field(
+        None, description="Its key (default: in the cert file)."
+    )
+    mailbox_token: SecretStr | None = Field(None, description="Bearer token for FaR and operators.")
+    mailbox_token_file: Path | None = Field(None, description="File with the bearer token.")
+    mailbox_plain_http_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts besides loopback that plain http:// may reach (a simulator on a "
+        "private container network); never a real operator.",
+    )
+    mailbox_processing_window_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long an operator may take to store a message: a status 404 counts "
+        "as 'not there' only this long after the last request that may have reached it.",
+    )
 
     # --- mailbox simulator (bevis simulator mailbox) -------------------------------------
     simulator_secure_share: float = Field(
@@ -154,6 +182,18 @@ class Settings(BaseSettings):
     )
     simulator_retry_after_s: float = Field(1.0, ge=0, description="Retry-After of a 503.")
     simulator_db: Path | None = Field(None, description="Default <data_dir>/mailbox-sim.db.")
+    simulator_processing_ms: float = Field(
+        0.0, ge=0, description="deliverSecure only: time to process a received message."
+    )
+    simulator_tls_cert: Path | None = Field(None, description="Serve HTTPS with this cert (PEM).")
+    simulator_tls_key: Path | None = Field(None, description="Its key (PEM).")
+    simulator_client_ca: Path | None = Field(
+        None, description="Require client certificates signed by this CA (mutual TLS)."
+    )
+    simulator_token: SecretStr | None = Field(None, description="Require this bearer token.")
+    simulator_operator_base_url: str | None = Field(
+        None, description="Where FaR's service addresses point (default: the simulator itself)."
+    )
 
     # --- EU gateway: revocation batches (jobs/gateway; bevis revocation ...) -------------
     gateway_url: str | None = Field(None, description="The EU gateway (DCCG) base URL.")

@@ -76,13 +76,32 @@ def _simulator() -> None:
 def simulator_mailbox(
     port: int = typer.Option(8787, "--port", help="TCP port."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Serve HTTPS: cert (PEM)."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Its private key (PEM)."),
+    client_ca: Path | None = typer.Option(
+        None, "--client-ca", help="Require client certificates from this CA (mutual TLS)."
+    ),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="Require the bearer token in this file."
+    ),
 ) -> None:
-    """FaR reachability and the operators' deliverSecure as a real HTTP server.
-    Faults and shares via BEVIS_SIMULATOR_* settings; messages kept in SQLite."""
+    """FaR reachability and the operators' deliverSecure as a real HTTP(S) server.
+    Faults and shares via BEVIS_SIMULATOR_* settings; messages kept in SQLite; TLS, mutual
+    TLS and a bearer token by these options (or BEVIS_SIMULATOR_TLS_CERT, ..._TOKEN)."""
     from jobs.mailbox.simulator import serve
+    from jobs.settings import get_settings
 
-    typer.echo(f"mailbox simulator on http://{host}:{port}", err=True)
-    serve(host, port)
+    overrides: dict = {}
+    if tls_cert:
+        overrides.update(simulator_tls_cert=tls_cert, simulator_tls_key=tls_key)
+    if client_ca:
+        overrides["simulator_client_ca"] = client_ca
+    if token_file:
+        overrides["simulator_token"] = token_file.read_text(encoding="utf-8").strip()
+    s = get_settings(**overrides)
+    scheme = "https" if s.simulator_tls_cert else "http"
+    typer.echo(f"mailbox simulator on {scheme}://{host}:{port}", err=True)
+    serve(host, port, settings=s)
 
 
 @bench.command("render")

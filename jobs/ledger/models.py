@@ -63,6 +63,10 @@ class DeliveryStatus(enum.StrEnum):
     DEFERRED = "DEFERRED"
     QUEUED_PAPER = "QUEUED_PAPER"
     UNREACHABLE = "UNREACHABLE"
+    # written before a request leaves (write-ahead), settled after: a row still SENDING
+    # after a crash means the operator may have the message
+    SENDING = "SENDING"
+    REFUSED = "REFUSED"  # refused before processing (auth, 4xx, 429/503): not at the operator
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:

@@ -10,7 +10,9 @@ it; a SOAP client with signed XML can implement the same Protocol without touchi
 
 An adapter makes ONE attempt per call and classifies failures: ``TransientError`` (5xx,
 timeouts, connection errors; may carry Retry-After), ``PermanentError`` (the request
-itself is wrong), ``CircuitOpenError`` (not attempted: the operator is known to be down).
+itself is wrong), ``AuthenticationFailed`` (credentials or TLS verification),
+``OperatorUnknown`` (not a configured endpoint: not sent), ``CircuitOpenError`` (not
+attempted: the operator is known to be down).
 Retries, backoff and fallbacks are the delivery step's business, so that every attempt
 is recorded in the ledger.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -134,6 +136,16 @@ class PermanentError(MailboxError, NotRetryable):
     """The operator refused this message; retrying the same request cannot help."""
 
 
+class AuthenticationFailed(MailboxError, NotRetryable):
+    """The service refused our credentials (401/403, our client certificate) or its own
+    certificate failed verification: a settings problem, and the request was not
+    processed. Retrying with the same settings cannot help."""
+
+
+class OperatorUnknown(MailboxError, NotRetryable):
+    """Not sent: the address is not under a configured operator endpoint."""
+
+
 class CircuitOpenError(MailboxError, Retryable):
     """Not attempted: the circuit breaker of this service is open."""
 
@@ -150,8 +162,20 @@ class MailboxAdapter(Protocol):
         """Reachability of ≤ 1,000 recipients."""
         ...
 
-    async def deliver(self, service_address: str, message: SecureMessage) -> Receipt:
-        """Deliver one message to the operator at ``service_address``."""
+    def operator_endpoint(self, operator: str | None, service_address: str | None) -> str | None:
+        """The configured base URL of the operator a look-up answer names, when the answer's
+        address has exactly its scheme, host and port; None: refused (not configured)."""
+        ...
+
+    async def deliver(
+        self,
+        service_address: str,
+        message: SecureMessage,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> Receipt:
+        """Deliver one message to the operator at ``service_address`` (a configured
+        endpoint). ``before_send`` is awaited once the request may go out and right before
+        it leaves (the caller's write-ahead record); if it raises, nothing is sent."""
         ...
 
     async def status(self, service_address: str, idempotency_key: str) -> Receipt | None:

@@ -10,6 +10,12 @@ operators' ``deliverSecure``, as a real HTTP server (FastAPI + uvicorn).
 * Faults, for drills and tests: latency, a random 500 rate, lost acknowledgements (the
   message is stored but the answer is a 502), outage windows (503 + Retry-After), and a
   deterministic outage that begins after N stored messages and lasts M requests.
+* Authentication like a real operator's, when configured: HTTPS with a server certificate
+  (``simulator_tls_cert``/``simulator_tls_key``), client certificates required and verified
+  against ``simulator_client_ca`` (mutual TLS), and a bearer token (``simulator_token``,
+  401 without it) on FaR and the operators.
+* For audits, ``GET /_admin/messages`` lists what the operators hold (idempotency key,
+  operator, stored at) — the operator's side of a drill, to compare with the ledger.
 """
 
 from __future__ import annotations
@@ -18,28 +24,28 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
 import random
 import socket
 import sqlite3
+import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from jobs.mailbox.adapter import MAX_MESSAGE_BYTES, MAX_RECIPIENTS_PER_LOOKUP, MAX_SUBJECT_CHARS
+from jobs.mailbox.endpoints import SIMULATOR_OPERATORS
 from jobs.settings import Settings, get_settings
 
-OPERATORS = (  # (id, share of secure mailboxes)
-    ("kivra", 0.55),
-    ("minmyndighetspost", 0.30),
-    ("eboks", 0.10),
-    ("billo", 0.05),
+OPERATORS = tuple(  # (id, share of secure mailboxes)
+    zip(SIMULATOR_OPERATORS, (0.55, 0.30, 0.10, 0.05), strict=True)
 )
 ANONYMOUS_SHARE = 0.02  # of all recipients, beside the secure share
 PENDING_SHARE = 0.01  # of secure mailboxes
@@ -171,6 +177,14 @@ class MailboxStore:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM messages").fetchone()[0]
 
+    def listing(self) -> list[dict[str, str]]:
+        """Every stored message's idempotency key, operator and time stored (no content)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT idempotency_key, operator, received_at FROM messages ORDER BY received_at"
+            ).fetchall()
+        return [{"idempotency_key": k, "operator": o, "stored_at": t} for k, o, t in rows]
+
     def close(self) -> None:
         self._db.close()
 
@@ -187,6 +201,7 @@ class FaultState:
         self.outage_left = s.simulator_outage_requests
         self.retry_after = s.simulator_retry_after_s
         self.latency = s.simulator_latency_ms / 1000
+        self.processing = s.simulator_processing_ms / 1000
         self.rng = random.Random(0)
         self.scope = s.simulator_outage_scope  # which endpoints: all | operators | far | status
         self.lock = threading.Lock()
@@ -209,9 +224,22 @@ class FaultState:
 
 
 def create_app(settings: Settings | None = None, base_url: str | None = None):
-    """The FastAPI app of the simulator. ``base_url`` is what FaR puts into service
-    addresses (default: the address the request came to)."""
+    """The FastAPI app of the simulator. FaR puts ``simulator_operator_base_url`` into the
+    service addresses, else ``base_url``, else the address the request came to."""
     s = settings or get_settings()
+    base_url = s.simulator_operator_base_url or base_url
+    token = s.simulator_token.get_secret_value() if s.simulator_token else None
+
+    def authorised(request: Request) -> None:
+        """FaR and the operators answer 401 without the configured bearer token."""
+        if token is None:
+            return
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+            raise HTTPException(401, "bearer token required", {"WWW-Authenticate": "Bearer"})
+
+    guarded = [Depends(authorised)] if token is not None else []  # no cost without a token
+
     db_path = s.simulator_db or s.resolved_data_dir() / "mailbox-sim.db"
     store = MailboxStore(Path(db_path))
     faults = FaultState(s)
@@ -242,7 +270,7 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
         if faults.latency:
             await asyncio.sleep(faults.latency)
 
-    @app.post("/far/isReachable")
+    @app.post("/far/isReachable", dependencies=guarded)
     async def is_reachable(request: Request):
         await _latency()
         if faults.outage_now(store.count() if faults.outage_after is not None else 0, "far"):
@@ -256,9 +284,14 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
         share = s.simulator_secure_share
         return {"results": [reachability(str(r), share, base) for r in recipients]}
 
-    @app.post("/operators/{operator}/deliverSecure")
+    @app.post("/operators/{operator}/deliverSecure", dependencies=guarded)
     async def deliver_secure(operator: str, request: Request):
+        # The request is received first, then processed (the latency): like a real
+        # operator, the simulator stores a message whose sender stopped waiting for it.
+        raw = await request.body()
         await _latency()
+        if faults.processing:
+            await asyncio.sleep(faults.processing)
         if operator not in dict(OPERATORS):
             return JSONResponse({"error": "no such operator"}, 404)
         key = request.headers.get("Idempotency-Key")
@@ -269,7 +302,6 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
         if faults.error_rate and faults.rng.random() < faults.error_rate:
             stats["errors"] += 1
             return JSONResponse({"error": "internal error (simulated)"}, 500)
-        raw = await request.body()
         if len(raw) > MAX_MESSAGE_BYTES * 4 // 3 + 65536:
             return JSONResponse({"error": "message larger than 2 MB"}, 413)
         try:
@@ -297,7 +329,7 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
             return JSONResponse({"error": "bad gateway (simulated lost ack)"}, 502)
         return {"transactionId": tx, "duplicate": duplicate, "status": "delivered"}
 
-    @app.get("/operators/{operator}/messages/{key}")
+    @app.get("/operators/{operator}/messages/{key}", dependencies=guarded)
     async def message_status(operator: str, key: str):
         if faults.scope == "status":
             stored = store.count() if faults.outage_after is not None else 0
@@ -311,6 +343,12 @@ def create_app(settings: Settings | None = None, base_url: str | None = None):
     @app.get("/_admin/stats")
     async def admin_stats():
         return {**stats, "messages": store.count()}
+
+    @app.get("/_admin/messages")
+    async def admin_messages():
+        """What the operators hold: idempotency key, operator and time stored, per message
+        (drills audit this against the ledger's attempt rows)."""
+        return {"messages": store.listing()}
 
     @app.post("/_admin/outage")
     async def admin_outage(request: Request):
@@ -338,25 +376,46 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def tls_config(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS options from the simulator settings (empty: plain HTTP)."""
+    if not settings.simulator_tls_cert:
+        if settings.simulator_client_ca:
+            raise ValueError("simulator_client_ca needs simulator_tls_cert (mutual TLS is TLS)")
+        return {}
+    out: dict[str, Any] = {
+        "ssl_certfile": str(settings.simulator_tls_cert),
+        "ssl_keyfile": str(settings.simulator_tls_key) if settings.simulator_tls_key else None,
+    }
+    if settings.simulator_client_ca:
+        out.update(ssl_ca_certs=str(settings.simulator_client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return out
+
+
 @contextlib.contextmanager
-def running_simulator(settings: Settings | None = None, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve the simulator on a free port in a background thread (tests); yields its URL."""
+def running_server(
+    make_app: Callable[[str], Any], host: str = "127.0.0.1", tls: dict[str, Any] | None = None
+) -> Iterator[str]:
+    """Serve ``make_app(url)`` with uvicorn on a free port in a background thread (tests
+    and drills; also for fakes such as a look-up service of an attacker's choosing);
+    yields its URL (https when ``tls`` names a certificate)."""
     import uvicorn
 
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
-    url = f"http://{host}:{sock.getsockname()[1]}"
-    app = create_app(settings, base_url=url)
+    scheme = "https" if tls else "http"
+    url = f"{scheme}://{host}:{sock.getsockname()[1]}"
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        uvicorn.Config(
+            make_app(url), log_level="warning", access_log=False, lifespan="on", **(tls or {})
+        )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("mailbox simulator did not start")
+            raise RuntimeError("server did not start")
         time.sleep(0.02)
     try:
         yield url
@@ -366,17 +425,29 @@ def running_simulator(settings: Settings | None = None, host: str = "127.0.0.1")
         sock.close()
 
 
+@contextlib.contextmanager
+def running_simulator(settings: Settings | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve the simulator on a free port in a background thread (tests); yields its URL
+    (https when ``simulator_tls_cert`` is set)."""
+    s = settings or get_settings()
+    with running_server(lambda url: create_app(s, base_url=url), host, tls_config(s)) as url:
+        yield url
+
+
 def serve(host: str = "127.0.0.1", port: int = 8787, settings: Settings | None = None) -> None:
     """Run the simulator in the foreground (``bevis simulator mailbox``)."""
     import uvicorn
 
-    url = f"http://{host}:{port}"
+    s = settings or get_settings()
+    tls = tls_config(s)
+    url = f"{'https' if tls else 'http'}://{host}:{port}"
     uvicorn.run(
-        create_app(settings, base_url=url),
+        create_app(s, base_url=url),
         host=host,
         port=port,
         log_level="warning",
         access_log=False,
         loop="uvloop",
         http="httptools",
+        **tls,
     )

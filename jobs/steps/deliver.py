@@ -4,33 +4,49 @@ For each certificate without an outcome: look the recipient up (≤1,000 per cal
 the recipient has a secure mailbox that accepts us, deliver the PDF to its operator with
 an idempotency key derived from the UVCI (so a retry, a rerun or a crashed task can never
 deliver twice), retrying transient failures with exponential backoff that honours
-Retry-After, behind a circuit breaker per operator. Otherwise, or when the retry budget
-is spent, the certificate goes to the paper print queue (:mod:`jobs.steps.paper`) or is
-deferred to a later run (``settings.paper_policy``). Inside a service window
+Retry-After, behind a circuit breaker per operator. Inside a service window
 (``settings.service_windows``) delivery is deferred, not failed.
 
-Invariants: every attempt is a ``Delivery`` row; every certificate ends in exactly one
-``Outcome`` (the update only sets an outcome where there is none); a certificate whose
-delivery may have reached the operator is never sent to paper before the operator's
-status call says it did not (otherwise it is deferred with reason
-``delivery_unconfirmed``). Identity numbers stay in memory: never in logs or rows.
+Exactly once, never printed when the operator may have it:
+
+* Paper (:mod:`jobs.steps.paper`, or deferral by ``settings.paper_policy``) is for people
+  without a reachable mailbox — the look-up says so, or the operator rejects the message
+  (4xx). An outage (5xx, timeouts, an open breaker, a spent retry budget), refused
+  credentials or an unknown operator DEFER: the next try (``--retry-deferred``) delivers.
+* Every request is written to the ledger before it leaves (:mod:`jobs.steps.attempts`),
+  with its idempotency key, and settled after: after a crash every message an operator may
+  hold has its row, and the rerun sends again with the same key or asks first.
+* A request that may have reached the operator (a timeout, a lost acknowledgement) makes
+  the certificate "maybe delivered" until a retry with its key is answered, or until the
+  operator's status call says it has no such message *after* its processing window
+  (``settings.mailbox_processing_window_s``); until then it is DEFERRED
+  ``delivery_unconfirmed``, never paper.
+* A look-up answer naming an operator, or an address, that is not configured
+  (``settings.mailbox_operators``: exact scheme, host and port) is refused: DEFERRED
+  ``operator_unknown``; the message goes to the configured URL, never to the answer's.
+* A batch's lease (``lease``, from :func:`jobs.batches.run_step`) is checked before each
+  send and before any paper: a worker that lost it stops (``LeaseLost``).
+
+Every certificate ends in exactly one ``Outcome`` (the update only sets an outcome where
+there is none). Identity numbers stay in memory: never in logs or rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobs.errors import MailboxUnavailable, Refusal
+from jobs.errors import ConfigurationInvalid, MailboxUnavailable, Refusal
 from jobs.ids import idempotency_key, pdf_name, run_of
 from jobs.log import get_logger, mask_identity_numbers
 from jobs.settings import Settings, get_settings
+from jobs.steps.attempts import AttemptLog, Item, pending_items
 from jobs.steps.paper import write_print_queue
 
 log = get_logger(__name__)
@@ -41,6 +57,8 @@ BODY = (
     "Here is your EU Digital COVID Certificate as an attached PDF."
 )
 ATTACHMENT_NAME = "covidintyg.pdf"
+
+__all__ = ["Courier", "Item", "deliver_batch", "idempotency_key", "outcome_counts"]
 
 
 def parse_windows(specs: Sequence[str]) -> list[tuple[datetime, datetime]]:
@@ -66,110 +84,41 @@ def in_service_window(
     return any(a <= now < b for a, b in windows)
 
 
-@dataclass
-class Item:
-    """One certificate to deliver (identity data only in memory)."""
-
-    uvci: str
-    order_id: str
-    recipient: str | None
-    address: tuple[str, str, str] | None  # street, postcode, city
-    attempts: int  # attempts already in the ledger
-    # an earlier request with this certificate's key may have reached the operator (a
-    # failed attempt of an earlier run or try): no paper until the operator says it has none
-    maybe_delivered: bool = False
-
-
-@dataclass
-class LedgerWriter:
-    """Buffers Delivery rows and outcomes; writes them in bulk (one transaction each
-    flush) so the ledger keeps up with hundreds of messages per second."""
-
-    url: str
-    batch_id: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    finals: list[dict[str, Any]] = field(default_factory=list)
-    written: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-    reasons: dict[str, int] = field(default_factory=dict)
-    retry_deferred: bool = False
-    engine: Any = None  # a private engine (forked delivery process); None: the shared one
-
-    def attempt(self, item: Item, channel: str, status: str, **kw: Any) -> None:
-        item.attempts += 1
-        self.rows.append(
-            {
-                "uvci": item.uvci,
-                "batch_id": self.batch_id,
-                "attempt": item.attempts,
-                "channel": channel,
-                "status": status,
-                "operator": kw.get("operator"),
-                "idempotency_key": kw.get("key"),
-                "receipt": kw.get("receipt"),
-                "http_status": kw.get("http_status"),
-                # an operator's error text could echo a recipient: mask identity numbers
-                "reason": mask_identity_numbers(str(kw["reason"]))[:200]
-                if kw.get("reason")
-                else None,
-                "latency_ms": kw.get("latency_ms"),
-                "at": datetime.now(UTC),
-            }
-        )
-
-    def final(self, item: Item, outcome: str, reason: str) -> None:
-        self.finals.append({"b_uvci": item.uvci, "b_outcome": outcome, "b_reason": reason[:64]})
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-        self.reasons[reason] = self.reasons.get(reason, 0) + 1
-
-    def flush(self) -> None:
-        from sqlalchemy import bindparam, insert, or_
-
-        from jobs.db import engine
-        from jobs.ledger.models import Certificate, Delivery, Outcome
-
-        rows, finals = self.rows, self.finals
-        self.rows, self.finals = [], []
-        if not rows and not finals:
-            return
-        table = Certificate.__table__
-        open_outcome = table.c.outcome.is_(None)
-        if self.retry_deferred:
-            open_outcome = or_(open_outcome, table.c.outcome == Outcome.DEFERRED.value)
-        with (self.engine or engine(self.url)).begin() as conn:
-            if rows:
-                conn.execute(insert(Delivery.__table__), rows)
-            if finals:
-                conn.execute(
-                    table.update()
-                    .where(table.c.uvci == bindparam("b_uvci"), open_outcome)
-                    .values(outcome=bindparam("b_outcome"), outcome_reason=bindparam("b_reason")),
-                    finals,
-                )
-        self.written += len(rows)
+def _label(value: str | None) -> str | None:
+    """An operator name or address from a look-up answer, fit for a row or a log line."""
+    return mask_identity_numbers(value)[:64] if value else None
 
 
 class Courier:
     """The delivery policy of one batch over a :class:`MailboxAdapter`."""
 
-    def __init__(self, adapter, writer: LedgerWriter, settings: Settings, pdf_dir: Path) -> None:
+    def __init__(
+        self, adapter, writer: AttemptLog, settings: Settings, pdf_dir: Path, lease: Any = None
+    ) -> None:
         self.adapter = adapter
         self.writer = writer
         self.s = settings
         self.pdf_dir = pdf_dir
+        self.lease = lease
         self.windows = parse_windows(settings.service_windows)
         self.rng = random.Random()
-        self._flush_lock = asyncio.Lock()
         self.sent = 0
+
+    def check_lease(self) -> None:
+        """LeaseLost when this worker no longer holds the batch (before a send or paper)."""
+        if self.lease is not None:
+            self.lease.check()
 
     # -- outcomes -------------------------------------------------------------------------
     def fallback(self, item: Item, reason: str) -> None:
-        """Paper or deferral, by policy; deferral when there is no postal address. A
-        certificate that may already be at the operator is deferred, never printed."""
+        """No reachable mailbox: paper or deferral, by policy; deferral when there is no
+        postal address. A certificate that may be at the operator is deferred, never
+        printed."""
         if item.maybe_delivered:
             self.defer(item, "delivery_unconfirmed")
             return
         if self.s.paper_policy == "paper" and item.address and all(item.address):
+            self.check_lease()
             self.writer.attempt(item, "paper", "QUEUED_PAPER", reason=reason)
             self.writer.final(item, "PAPER", reason)
         else:
@@ -179,20 +128,14 @@ class Courier:
                 item, "DEFERRED", reason if self.s.paper_policy == "defer" else "no_postal_address"
             )
 
-    def defer(self, item: Item, reason: str, channel: str = "digital") -> None:
-        self.writer.attempt(item, channel, "DEFERRED", reason=reason)
+    def defer(self, item: Item, reason: str, channel: str = "digital", **kw: Any) -> None:
+        self.writer.attempt(item, channel, "DEFERRED", reason=reason, **kw)
         self.writer.final(item, "DEFERRED", reason)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         base = min(self.s.mailbox_backoff_max_s, self.s.mailbox_backoff_s * 2 ** (attempt - 1))
         jittered = base * (0.5 + self.rng.random() / 2)
         return max(jittered, retry_after or 0.0)
-
-    async def maybe_flush(self, force: bool = False) -> None:
-        if not force and len(self.writer.rows) < 500:
-            return
-        async with self._flush_lock:
-            await asyncio.to_thread(self.writer.flush)
 
     # -- the flow -------------------------------------------------------------------------
     async def run(self, items: Sequence[Item]) -> None:
@@ -207,27 +150,54 @@ class Courier:
                     self.defer(item, "service_window")
                 break
             reach = await self.lookup([i.recipient for i in chunk if i.recipient])
-            sends = []
+            sends, refused = [], []
             for item in chunk:
                 if not item.recipient:
                     self.fallback(item, "no_recipient_id")
                     continue
                 r = reach.get(item.recipient)
-                if r is None or not r.deliverable:
-                    reason = r.reason if r is not None else "not_in_lookup_answer"
-                    self.writer.attempt(
-                        item, "digital", "UNREACHABLE", reason=reason, operator=r and r.operator
-                    )
-                    self.fallback(item, reason)
+                if r is None:  # the look-up did not say: nothing is known, so no paper
+                    self.defer(item, "not_in_lookup_answer")
                     continue
-                sends.append(self.send(item, r, sem))
-            await asyncio.gather(*sends)
-            await self.maybe_flush(force=True)
+                if not r.deliverable:
+                    self.writer.attempt(
+                        item, "digital", "UNREACHABLE", reason=r.reason, operator=_label(r.operator)
+                    )
+                    self.fallback(item, r.reason)
+                    continue
+                endpoint = self.adapter.operator_endpoint(r.operator, r.service_address)
+                if endpoint is None:
+                    refused.append((item, r))
+                    self.defer(item, "operator_unknown", operator=_label(r.operator))
+                    continue
+                sends.append(self.send(item, r.operator, endpoint, sem))
+            if refused:
+                self._log_refused(refused)
+            await _all_or_none(sends)
+            await self.writer.flush(force=True)
+
+    def _log_refused(self, refused: list) -> None:
+        from jobs.mailbox.endpoints import origin
+
+        origins = {origin(r.service_address or "") for _, r in refused}
+        log.warning(
+            "operator_unknown",
+            batch_id=self.writer.batch_id,
+            certificates=len(refused),
+            order_ids=[i.order_id for i, _ in refused[:20]],
+            operators=sorted({_label(r.operator) or "-" for _, r in refused}),
+            origins=sorted(_label(f"{o[0]}://{o[1]}:{o[2]}") or "-" for o in origins if o),
+        )
 
     async def lookup(self, recipients: list[str]) -> dict:
         """Reachability of one chunk, retried; raises MailboxUnavailable when FaR stays
         down (certificates stay pending for the task's retry)."""
-        from jobs.mailbox import CircuitOpenError, MailboxError, TransientError
+        from jobs.mailbox import (
+            AuthenticationFailed,
+            CircuitOpenError,
+            MailboxError,
+            TransientError,
+        )
 
         for attempt in range(1, self.s.mailbox_max_attempts + 1):
             try:
@@ -236,6 +206,12 @@ class Courier:
                 wait = exc.retry_in
             except TransientError as exc:
                 wait = self.delay(attempt, exc.retry_after)
+            except AuthenticationFailed as exc:
+                raise ConfigurationInvalid(
+                    f"batch {self.writer.batch_id}: the reachability look-up refused the "
+                    f"connection: {exc} (check mailbox_ca_bundle, mailbox_client_cert, "
+                    "mailbox_token)"
+                ) from exc
             except MailboxError as exc:
                 raise Refusal(
                     f"batch {self.writer.batch_id}: the reachability look-up was refused: {exc}"
@@ -248,17 +224,20 @@ class Courier:
             f"batch {self.writer.batch_id}: the reachability look-up (FaR) is unavailable"
         )
 
-    async def send(self, item: Item, reach, sem: asyncio.Semaphore) -> None:
+    async def send(self, item: Item, operator: str, endpoint: str, sem) -> None:
         from jobs.mailbox import (
+            AuthenticationFailed,
             CircuitOpenError,
             MessageInvalid,
+            OperatorUnknown,
             PermanentError,
             SecureMessage,
             TransientError,
         )
 
         key = idempotency_key(item.uvci)
-        op = reach.operator
+        # when the latest request that may have reached the operator left (epoch seconds)
+        maybe_at = item.last_sent_at if item.maybe_delivered else None
         try:
             message = SecureMessage(
                 recipient=item.recipient or "",
@@ -269,10 +248,10 @@ class Courier:
                 idempotency_key=key,
             )
         except (MessageInvalid, OSError) as exc:
-            self.writer.attempt(item, "digital", "FAILED", reason=f"message_invalid: {exc}")
-            await self.settle(item, reach, key, "message_invalid", ask=item.maybe_delivered)
+            self.writer.attempt(item, "digital", "REFUSED", reason=f"message_invalid: {exc}")
+            await self.reject(item, endpoint, key, "message_invalid", maybe_at)
             return
-        reached_operator = item.maybe_delivered
+        w = self.writer
         reason = "retry_budget_spent"
         budget = self.s.mailbox_max_attempts
         deadline = time.monotonic() + budget * max(
@@ -282,10 +261,12 @@ class Courier:
             attempts = 0
             while attempts < budget:
                 if in_service_window(self.windows):
-                    self.defer(item, "service_window")
+                    await self.undelivered(item, endpoint, key, "service_window", maybe_at)
                     return
+                row: dict[str, Any] = {}  # the write-ahead row, once the request may leave
+                before_send = functools.partial(self.write_ahead, item, operator, key, row)
                 try:
-                    receipt = await self.adapter.deliver(reach.service_address, message)
+                    receipt = await self.adapter.deliver(endpoint, message, before_send)
                 except CircuitOpenError as exc:
                     # Not attempted: wait for the breaker's trial call, within a deadline.
                     if time.monotonic() + exc.retry_in > deadline:
@@ -295,68 +276,108 @@ class Courier:
                     continue
                 except TransientError as exc:
                     attempts += 1
-                    reached_operator = True
-                    self.writer.attempt(
-                        item, "digital", "FAILED", operator=op, key=key,
-                        http_status=exc.http_status, reason=str(exc),
-                    )  # fmt: skip
+                    if exc.ambiguous:  # it may have arrived: maybe delivered from now on
+                        maybe_at = row["at"].timestamp() if row else time.time()
+                    if row:
+                        w.settle(
+                            row, "FAILED" if exc.ambiguous else "REFUSED",
+                            http_status=exc.http_status, reason=str(exc),
+                        )  # fmt: skip
                     if (exc.retry_after or 0) > self.s.mailbox_backoff_max_s:
                         reason = "retry_after_exceeds_budget"
                         break
                     wait = self.delay(attempts, exc.retry_after)
+                except AuthenticationFailed as exc:
+                    if row:
+                        w.settle(row, "REFUSED", http_status=exc.http_status, reason=str(exc))
+                    reason = "operator_auth_failed"
+                    break
+                except OperatorUnknown:  # not sent (the adapter's own check)
+                    reason = "operator_unknown"
+                    break
                 except PermanentError as exc:
-                    self.writer.attempt(
-                        item, "digital", "FAILED", operator=op, key=key,
-                        http_status=exc.http_status, reason=str(exc),
-                    )  # fmt: skip
-                    await self.settle(
-                        item, reach, key, f"rejected_http_{exc.http_status}",
-                        ask=reached_operator,
-                    )  # fmt: skip
+                    if row:
+                        w.settle(row, "REFUSED", http_status=exc.http_status, reason=str(exc))
+                    rejected = f"rejected_http_{exc.http_status}"
+                    await self.reject(item, endpoint, key, rejected, maybe_at)
                     return
                 else:
-                    self.writer.attempt(
-                        item, "digital", "DELIVERED", operator=op, key=key,
-                        receipt=receipt.transaction_id, http_status=receipt.http_status,
-                        latency_ms=receipt.latency_ms,
+                    w.settle(
+                        row, "DELIVERED", receipt=receipt.transaction_id,
+                        http_status=receipt.http_status, latency_ms=receipt.latency_ms,
                         reason="duplicate_key" if receipt.duplicate else None,
                     )  # fmt: skip
-                    self.writer.final(item, "DIGITAL", "delivered")
+                    w.final(item, "DIGITAL", "delivered")
                     self.sent += 1
-                    await self.maybe_flush()
+                    await w.flush()
                     return
                 if attempts < budget:
                     await asyncio.sleep(wait)
-            # The budget is spent. If a request may have reached the operator, ask it first:
-            # paper after a lost acknowledgement would be a second copy.
-            await self.settle(item, reach, key, reason, ask=reached_operator)
+            # Not delivered for a passing reason (outage, budget, credentials): deferred —
+            # paper is for people without a reachable mailbox.
+            await self.undelivered(item, endpoint, key, reason, maybe_at)
 
-    async def settle(self, item: Item, reach, key: str, reason: str, ask: bool) -> None:
-        """The fallback of a certificate that was not delivered now; when a request with its
-        key may have reached the operator (``ask``), only after the operator's status call
-        says it has no such message (it has: DIGITAL; it cannot say: DEFERRED)."""
-        from jobs.mailbox import MailboxError
+    async def write_ahead(self, item: Item, operator: str, key: str, row: dict) -> None:
+        """Right before a request leaves: the lease (a worker that lost the batch stops
+        here), then the SENDING row with the key, committed."""
+        self.check_lease()
+        row.update(self.writer.intent(item, operator, key))
+        await self.writer.write_ahead(row)
 
-        if ask:
-            try:
-                receipt = await self.confirm(reach.service_address, key)
-            except MailboxError:
-                self.defer(item, "delivery_unconfirmed")
-                return
-            if receipt is not None:
-                self.writer.attempt(
-                    item, "digital", "DELIVERED", operator=reach.operator, key=key,
-                    receipt=receipt.transaction_id, http_status=receipt.http_status,
-                    reason="confirmed_by_status",
-                )  # fmt: skip
-                self.writer.final(item, "DIGITAL", "delivered_confirmed")
-                return
-            item.maybe_delivered = False  # the operator has none: the fallback may print
-        self.fallback(item, reason)
+    async def undelivered(
+        self, item: Item, endpoint: str, key: str, reason: str, maybe_at: float | None
+    ) -> None:
+        """DEFERRED for ``reason``; when a request may have reached the operator, its
+        status decides: it has the message → DIGITAL; it says no after its processing
+        window → DEFERRED ``reason``; otherwise DEFERRED ``delivery_unconfirmed``."""
+        if maybe_at is None:
+            self.defer(item, reason)
+            return
+        known, receipt = await self.ask(endpoint, key)
+        if receipt is not None:
+            self.confirmed(item, key, receipt)
+        elif known and self.window_passed(maybe_at):
+            self.defer(item, reason)
+        else:
+            self.defer(item, "delivery_unconfirmed")
 
-    async def confirm(self, service_address: str, key: str):
-        """The operator's receipt for ``key`` or None; retried like a delivery. Raises
-        MailboxError when the operator cannot say."""
+    async def reject(
+        self, item: Item, endpoint: str, key: str, reason: str, maybe_at: float | None
+    ) -> None:
+        """The operator rejected the message (or it cannot be made): the paper fallback —
+        but when a request with its key may have reached the operator, only once its
+        status says it has none, asked after its processing window."""
+        if maybe_at is None and not item.maybe_delivered:
+            self.fallback(item, reason)
+            return
+        left = self.s.mailbox_processing_window_s - (time.time() - (maybe_at or 0.0))
+        if left > self.s.mailbox_backoff_max_s:
+            self.defer(item, "delivery_unconfirmed")
+            return
+        if left > 0:
+            await asyncio.sleep(left)
+        known, receipt = await self.ask(endpoint, key)
+        if receipt is not None:
+            self.confirmed(item, key, receipt)
+        elif not known:
+            self.defer(item, "delivery_unconfirmed")
+        else:
+            item.maybe_delivered = False  # the operator has none, after its window
+            self.fallback(item, reason)
+
+    def window_passed(self, sent_at: float) -> bool:
+        return time.time() - sent_at >= self.s.mailbox_processing_window_s
+
+    def confirmed(self, item: Item, key: str, receipt) -> None:
+        self.writer.attempt(
+            item, "digital", "DELIVERED", key=key, receipt=receipt.transaction_id,
+            http_status=receipt.http_status, reason="confirmed_by_status",
+        )  # fmt: skip
+        self.writer.final(item, "DIGITAL", "delivered_confirmed")
+
+    async def ask(self, endpoint: str, key: str) -> tuple[bool, Any]:
+        """(the operator could say, its receipt for ``key`` or None): retried like a
+        delivery, within a deadline; (False, None) when it cannot say."""
         from jobs.mailbox import CircuitOpenError, MailboxError, TransientError
 
         deadline = time.monotonic() + self.s.mailbox_max_attempts * max(
@@ -364,80 +385,49 @@ class Courier:
         )
         for attempt in range(1, self.s.mailbox_max_attempts + 1):
             try:
-                return await self.adapter.status(service_address, key)
+                return True, await self.adapter.status(endpoint, key)
             except CircuitOpenError as exc:
                 wait = exc.retry_in
             except TransientError as exc:
                 wait = self.delay(attempt, exc.retry_after)
+            except MailboxError:
+                return False, None
             if time.monotonic() + wait > deadline:
                 break
             await asyncio.sleep(wait)
-        raise MailboxError(f"no status from {service_address}")
+        return False, None
 
 
-def _pending_items(
-    batch_id: str, settings: Settings, retry_deferred: bool
-) -> tuple[list[Item], int]:
-    """Certificates of the batch still without an outcome, with recipient and address from
-    the batch's payloads; and the number of certificates in the batch."""
-    import pyarrow.parquet as pq
-    from sqlalchemy import func, or_, select
+async def _all_or_none(coroutines: Sequence) -> None:
+    """Run the sends of a chunk; the first error (a lost lease, the ledger down) cancels
+    the others — a request in flight keeps its write-ahead row — and is raised."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
-    from jobs.db import engine
-    from jobs.ledger.models import Certificate, Delivery, DeliveryStatus, Outcome
-    from jobs.storage import RunPaths
 
-    url = settings.resolved_ledger_url()
-    open_ = Certificate.outcome.is_(None)
-    if retry_deferred:
-        open_ = or_(open_, Certificate.outcome == Outcome.DEFERRED)
-    with engine(url).connect() as conn:
-        total = conn.execute(
-            select(func.count()).select_from(Certificate).where(Certificate.batch_id == batch_id)
-        ).scalar_one()
-        certs = conn.execute(
-            select(Certificate.uvci, Certificate.order_id)
-            .where(Certificate.batch_id == batch_id, open_)
-            .order_by(Certificate.uvci)
-        ).all()
-        attempts = dict(
-            conn.execute(
-                select(Delivery.uvci, func.max(Delivery.attempt))
-                .where(Delivery.batch_id == batch_id)
-                .group_by(Delivery.uvci)
-            ).all()
-        )
-        sent_before = set(
-            conn.scalars(
-                select(Delivery.uvci)
-                .where(
-                    Delivery.batch_id == batch_id,
-                    Delivery.channel == "digital",
-                    Delivery.status == DeliveryStatus.FAILED,
-                    Delivery.idempotency_key.is_not(None),
-                )
-                .distinct()
-            )
-        )
-    if not certs:
-        return [], total
-    path = RunPaths.of(run_of(batch_id), settings).batch_payloads(batch_id)
-    cols = ["uvci", "person_id", "address_street", "address_postcode", "address_city"]
-    table = pq.read_table(path, columns=cols).to_pydict()
-    by_uvci = {
-        u: (p, (st, pc, city) if st or pc or city else None)
-        for u, p, st, pc, city in zip(*(table[c] for c in cols), strict=True)
-    }
-    items = []
-    for uvci, order_id in certs:
-        recipient, address = by_uvci.get(uvci, (None, None))
-        items.append(
-            Item(
-                uvci, order_id, recipient, address, attempts.get(uvci, 0) or 0,
-                maybe_delivered=uvci in sent_before,
-            )
-        )  # fmt: skip
-    return items, total
+def _consent_gate(
+    batch_id: str, items: list[Item], settings: Settings
+) -> tuple[list[Item], list[str]]:
+    """Consent, re-checked in SQL immediately before delivering (plain and
+    ``--retry-deferred``): the orders whose consent lapsed are withdrawn — certificate
+    WITHDRAWN, order released, personal data and PDF scrubbed (:func:`jobs.steps.scrub.
+    withdraw`) — and are neither delivered nor printed. Returns the items left and the
+    withdrawn order ids."""
+    from jobs.steps.scrub import lapsed_in_batch, withdraw
+
+    if not items:
+        return items, []
+    gone = lapsed_in_batch(batch_id, [i.order_id for i in items], settings)
+    if not gone:
+        return items, []
+    withdraw(batch_id, gone, settings)  # pending items: none answered yet
+    return [i for i in items if i.order_id not in gone], sorted(gone)
 
 
 def _ensure_pdfs(batch_id: str, items: Sequence[Item], settings: Settings) -> Path:
@@ -482,12 +472,13 @@ def _deliver_part(
     retry_deferred: bool,
     adapter=None,
     forked: bool = False,
+    lease: Any = None,
 ) -> dict[str, Any]:
     """Deliver some certificates of a batch in this process: one event loop, one pooled
-    client, one ledger writer. Returns the rows written and the reasons counted."""
+    client, one attempt log. Returns the rows written and the reasons counted."""
     from jobs.mailbox.http import HttpMailbox
 
-    writer = LedgerWriter(settings.resolved_ledger_url(), batch_id, retry_deferred=retry_deferred)
+    writer = AttemptLog(settings.resolved_ledger_url(), batch_id, retry_deferred=retry_deferred)
     if forked:
         # The cached engine of the parent (and its pooled connections) must not be used
         # here; a fresh one, unwrapped from the cache, opens its own connections.
@@ -495,19 +486,21 @@ def _deliver_part(
 
         writer.engine = engine.__wrapped__(writer.url)
     client = adapter or HttpMailbox.from_settings(settings)
-    courier = Courier(client, writer, settings, pdf_dir)
+    courier = Courier(client, writer, settings, pdf_dir, lease=lease)
 
     async def main() -> None:
         try:
             await courier.run(items)
         finally:
-            await courier.maybe_flush(force=True)
+            await writer.close()
             if adapter is None:
                 await client.aclose()
 
-    asyncio.run(main())
-    if writer.engine is not None:
-        writer.engine.dispose()
+    try:
+        asyncio.run(main())
+    finally:
+        if writer.engine is not None:
+            writer.engine.dispose()
     return {"written": writer.written, "reasons": writer.reasons}
 
 
@@ -524,25 +517,35 @@ def deliver_batch(
     settings: Settings | None = None,
     adapter=None,
     retry_deferred: bool = False,
+    *,
+    lease: Any | None = None,
 ) -> dict[str, Any]:
     """deliver[b]. Idempotent: certificates with an outcome are not sent again (with
     ``retry_deferred``, DEFERRED ones are tried again, with the same idempotency keys).
     Does not change the Batch state. Returns counts per outcome for the whole batch.
 
-    Batches of several look-up chunks are spread over ``settings.resolved_workers()``
-    processes (an HTTP client's CPU, not the network, bounds one event loop)."""
+    ``lease`` (from :func:`jobs.batches.run_step`): ``check()`` is called before each send
+    and before any paper; LeaseLost stops the step there. Batches of several look-up chunks
+    are spread over ``settings.resolved_workers()`` processes (an HTTP client's CPU, not the
+    network, bounds one event loop); a forked process checks the same lease."""
     from jobs.mailbox import MAX_RECIPIENTS_PER_LOOKUP
+    from jobs.mailbox.http import HttpMailbox
 
     s = settings or get_settings()
     t0 = time.perf_counter()
-    items, total = _pending_items(batch_id, s, retry_deferred)
+    items, total = pending_items(batch_id, s, retry_deferred)
     written, reasons = 0, {}
+    if items and adapter is None:
+        HttpMailbox.configuration(s)  # unsafe settings fail here, before any request
+    items, withdrawn = _consent_gate(batch_id, items, s)
     if items:
         pdf_dir = _ensure_pdfs(batch_id, items, s)
         chunk = min(s.mailbox_lookup_chunk, MAX_RECIPIENTS_PER_LOOKUP)
         parts = _parts(items, s.resolved_workers(), chunk)
         if adapter is not None or len(parts) == 1:
-            results = [_deliver_part(batch_id, items, s, pdf_dir, retry_deferred, adapter)]
+            results = [
+                _deliver_part(batch_id, items, s, pdf_dir, retry_deferred, adapter, lease=lease)
+            ]
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -553,7 +556,9 @@ def deliver_batch(
             ctx = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(len(parts), mp_context=ctx) as pool:
                 futures = [
-                    pool.submit(_deliver_part, batch_id, p, s, pdf_dir, retry_deferred, None, True)
+                    pool.submit(
+                        _deliver_part, batch_id, p, s, pdf_dir, retry_deferred, None, True, lease
+                    )
                     for p in parts
                 ]
                 results = [f.result() for f in futures]
@@ -561,6 +566,8 @@ def deliver_batch(
             written += r["written"]
             for k, v in r["reasons"].items():
                 reasons[k] = reasons.get(k, 0) + v
+    if lease is not None:
+        lease.check()  # the print queue is paper too
     t_print, cpu_print = time.perf_counter(), time.process_time()
     paper = write_print_queue(batch_id, s)
     print_seconds = time.perf_counter() - t_print
@@ -580,6 +587,7 @@ def deliver_batch(
         "batch_id": batch_id,
         "certificates": total,
         "attempted": len(items),
+        "withdrawn": len(withdrawn),
         "attempts": written,
         "reasons": reasons,
         "print_pages": paper,

@@ -137,3 +137,49 @@ def test_outage_window_from_settings(bevis_env: Path) -> None:
         assert resp.status_code == 503 and "Retry-After" in resp.headers
     with running_simulator(get_settings(simulator_outages=[later])) as url:
         assert httpx.post(f"{url}/far/isReachable", json={"recipients": ["1"]}).status_code == 200
+
+
+def test_admin_messages_lists_what_the_operators_hold(sim) -> None:
+    """The operator's side for audits: key, operator and time stored — no content."""
+    client, _ = sim
+    secure = _secure(client)[:2]
+    for i, r in enumerate(secure):
+        for _ in range(2):  # the second is a duplicate: still one message
+            client.post(
+                f"/operators/{r['operator']}/deliverSecure",
+                json=_message(r["recipient"]),
+                headers={"Idempotency-Key": f"audit-{i}"},
+            )
+    listed = client.get("/_admin/messages").json()["messages"]
+    assert [m["idempotency_key"] for m in listed] == ["audit-0", "audit-1"]
+    assert [m["operator"] for m in listed] == [r["operator"] for r in secure]
+    assert all(set(m) == {"idempotency_key", "operator", "stored_at"} for m in listed)
+    assert all(r["recipient"] not in str(listed) for r in secure)
+
+
+def test_bearer_token_required_when_configured(bevis_env: Path) -> None:
+    from jobs.mailbox.simulator import running_simulator
+    from jobs.settings import get_settings
+
+    with running_simulator(get_settings(simulator_token="t-123")) as url:
+        body = {"sender": "x", "recipients": ["198001010001"]}
+        assert httpx.post(f"{url}/far/isReachable", json=body).status_code == 401
+        wrong = {"Authorization": "Bearer t-124"}
+        assert httpx.post(f"{url}/far/isReachable", json=body, headers=wrong).status_code == 401
+        right = {"Authorization": "Bearer t-123"}
+        assert httpx.post(f"{url}/far/isReachable", json=body, headers=right).status_code == 200
+        op = httpx.post(f"{url}/operators/kivra/deliverSecure", json={}, headers={"Idempotency-Key": "k"})  # fmt: skip
+        assert op.status_code == 401
+        assert httpx.get(f"{url}/operators/kivra/messages/k").status_code == 401
+
+
+def test_operator_base_url_points_service_addresses_elsewhere(bevis_env: Path) -> None:
+    from jobs.mailbox.simulator import running_simulator
+    from jobs.settings import get_settings
+
+    s = get_settings(simulator_operator_base_url="https://127.0.0.1:9443")
+    with running_simulator(s) as url:
+        people = [f"19800101{i:04d}" for i in range(50)]
+        results = httpx.post(f"{url}/far/isReachable", json={"recipients": people}).json()
+    addresses = {r["serviceAddress"] for r in results["results"] if r["serviceAddress"]}
+    assert addresses and all(a.startswith("https://127.0.0.1:9443/operators/") for a in addresses)

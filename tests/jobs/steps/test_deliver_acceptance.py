@@ -109,7 +109,8 @@ def test_outage_mid_batch_nothing_lost_nothing_twice(bevis_env: Path, request, l
         assert outcomes.get("DIGITAL", 0) > 40
         assert first["attempts"] > n  # the outage cost retries, all in the ledger
         _, deliveries = _ledger(batch_id, url)
-        assert any(d.status.value == "FAILED" and "503" in (d.reason or "") for d in deliveries)
+        # a 503 was refused before processing: settled REFUSED (not at the operator)
+        assert any(d.status.value == "REFUSED" and "503" in (d.reason or "") for d in deliveries)
         assert any(d.reason in ("duplicate_key", "confirmed_by_status") for d in deliveries)
 
         # A rerun is a no-op: no new message, no new attempt, same outcomes.
