@@ -76,4 +76,5 @@ def record_failure(context) -> None:
     flow.record_failure(
         flow.airflow_run_id(dag_run.run_id),
         f"{where}: {type(exc).__name__ if exc else 'failed'}: {exc}",
+        task=where,
     )

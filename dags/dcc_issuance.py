@@ -130,13 +130,14 @@ def dcc_issuance():
 
     @task(trigger_rule="all_done", outlets=[ISSUANCE_LEDGER], retries=1)
     def finish(bevis_run: str) -> dict:
+        """Runs whatever happened upstream (all_done) and decides the run's state; a FAILED
+        run fails this task, and with it the DAG run."""
         from jobs import flow
+        from jobs.errors import RunFailed
 
         summary = flow.finish(bevis_run, dry_run=get_current_context()["params"]["dry_run"])
         if summary["state"] == "FAILED":
-            raise RuntimeError(
-                f"run {bevis_run} has batches that were not delivered; rerun them (docs/runbook.md)"
-            )
+            raise RunFailed(f"run {bevis_run} FAILED: {summary['error']} (docs/runbook.md)")
         return {k: v for k, v in summary.items() if k != "batch_states"}
 
     run = begin()

@@ -8,31 +8,42 @@ drives one step of one batch through the state machine
          └────────────┴──────────────────┴──► FAILED (failed_step, error)
 
 and is idempotent: a step the batch has already passed is a no-op; a failed step is run
-again from where its files say it stopped. The steps themselves are ``jobs.steps``'
-(sign, render, deliver); the sequence of a whole run, and reruns, are ``jobs.flow``'s.
+again from where its files say it stopped. A running step holds a lease on the batch
+(``jobs.ledger.leases``): one holder at a time, taken over only when the holder is gone.
+The steps themselves are ``jobs.steps``' (sign, render, deliver); the sequence of a whole
+run, and reruns, are ``jobs.flow``'s.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-import os
-import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import select, update
 
 from jobs import faults
-from jobs.errors import BatchBusy, InputMissing, LedgerMismatch, StepOutOfOrder, UnknownBatch
+from jobs.errors import (
+    BatchBusy,
+    InputMissing,
+    LeaseLost,
+    LedgerMismatch,
+    StepOutOfOrder,
+    UnknownBatch,
+)
 from jobs.ids import batch_id_of, parse_batch_id
+from jobs.ledger import leases
 from jobs.ledger.models import Batch, BatchState
 from jobs.ledger.runs import ensure_run, ledger, record_step_time, update_counts
 from jobs.log import get_logger, mask_identity_numbers
 from jobs.settings import Settings, get_settings
 from jobs.steps.sign import read_payloads
 from jobs.storage import RunPaths, write_parquet_atomic
+from signing.lifetime import die_with_parent_on_fork
 
 log = get_logger(__name__)
 
@@ -158,27 +169,10 @@ def _step_function(step: str) -> Callable[..., dict]:
     return deliver_batch
 
 
-def holder_alive(host: str | None, pid: int | None, since: datetime | None) -> bool | None:
-    """Is the process recorded as working on a batch still alive? None when it ran on
-    another host (this process cannot tell). A reused pid (a younger process) counts as dead."""
-    if not pid or host != socket.gethostname():
-        return None if pid else False
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        started = proc.create_time()
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-    if since is not None:
-        since_ts = (since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp()
-        if started > since_ts + 1.0:
-            return False
-    return True
+@cache
+def _takes_lease(fn: Callable[..., Any]) -> bool:
+    """Does the step function accept ``lease=`` (asked once per function)?"""
+    return "lease" in inspect.signature(fn).parameters
 
 
 def _lock_batch(conn, batch_id: str):
@@ -189,60 +183,82 @@ def _lock_batch(conn, batch_id: str):
     return conn.execute(select(Batch).where(Batch.id == batch_id)).one()
 
 
+def _same_holding(b: Any):
+    """WHERE clause matching the batch row only while ``b``'s holding is still on it."""
+    token = (
+        Batch.lease_token.is_(None) if b.lease_token is None else Batch.lease_token == b.lease_token
+    )
+    return (
+        Batch.id == b.id,
+        Batch.running_step == b.running_step,
+        Batch.running_pid == b.running_pid,
+        token,
+    )
+
+
 def reap_interrupted(run_id: str | None = None, settings: Settings | None = None) -> list[str]:
-    """Mark batches FAILED whose step was interrupted: the row still names a running step
-    but the process on this host is gone (SIGKILL, OOM, power). Returns their ids."""
-    eng = ledger(settings)
-    q = select(
-        Batch.id, Batch.running_step, Batch.running_host, Batch.running_pid, Batch.running_since
-    ).where(Batch.running_step.is_not(None))
+    """Mark batches FAILED whose step was interrupted: the row still names a running step,
+    but its process in this pid namespace is gone (SIGKILL, OOM, power) or — anywhere —
+    its lease ran out without a heartbeat. Returns their ids."""
+    s = settings or get_settings()
+    eng = ledger(s)
+    q = select(Batch).where(Batch.running_step.is_not(None))
     if run_id:
         q = q.where(Batch.run_id == run_id)
     reaped = []
     with eng.connect() as conn:
         candidates = conn.execute(q).all()
+        now = leases.db_now(conn)
     for b in candidates:
-        if holder_alive(b.running_host, b.running_pid, b.running_since) is not False:
+        holder = leases.Holder.of(b)
+        if holder is None:
             continue
+        verdict = holder.verdict(now, s.lease_seconds)
+        if verdict == leases.LIVE:
+            continue
+        if verdict == leases.DEAD:
+            why = f"the process (pid {b.running_pid} on {b.running_host}) died during {b.running_step}"
+        else:
+            expiry = holder.expiry(s.lease_seconds)
+            why = (
+                f"the lease of pid {b.running_pid} on {b.running_host} expired at "
+                f"{expiry.isoformat() if expiry else '?'} (no heartbeat) during {b.running_step}"
+            )
         with eng.begin() as conn:
             res = conn.execute(
                 update(Batch)
-                .where(
-                    Batch.id == b.id,
-                    Batch.running_pid == b.running_pid,
-                    Batch.running_step == b.running_step,
-                )
+                .where(*_same_holding(b))
                 .values(
                     state=BatchState.FAILED,
                     failed_step=b.running_step,
-                    error=(
-                        f"interrupted: the process (pid {b.running_pid} on "
-                        f"{b.running_host}) died during {b.running_step}"
-                    ),
-                    running_step=None,
-                    running_host=None,
-                    running_pid=None,
-                    running_since=None,
+                    error=f"interrupted: {why}",
+                    **leases.CLEARED,
                 )
             )
         if res.rowcount:
             reaped.append(b.id)
-            log.warning("batch interrupted", batch_id=b.id, step=b.running_step)
+            log.warning("batch interrupted", batch_id=b.id, step=b.running_step, verdict=verdict)
     return reaped
 
 
 def run_step(
     batch_id: str, step: str, settings: Settings | None = None, *, takeover: bool = True
 ) -> dict[str, Any]:
-    """Run ``step`` (sign|render|deliver) of one batch: no-op when the batch is already past
-    it, StepOutOfOrder when the step before is missing, BatchBusy when a live process on this
-    host holds it. A holder on another host cannot be checked: with ``takeover`` (the
-    default, right for Airflow, which runs one try of a task instance at a time) it is
-    presumed dead — the retry of a killed worker's task must not wait; operators' reruns
-    pass ``takeover=False``. Marks the batch FAILED with the step and error (and re-raises)
-    when the step fails."""
+    """Run ``step`` (sign|render|deliver) of one batch under a lease: no-op when the batch is
+    already past it, StepOutOfOrder when the step before is missing, BatchBusy while another
+    holder's lease runs.
+
+    A holder whose process is gone from this pid namespace is taken over at once. A holder
+    elsewhere is taken over only once its lease has expired — then with ``takeover`` (the
+    default: Airflow runs one try of a task instance at a time); operators' reruns pass
+    ``takeover=False`` and are refused until the batch is reaped or forced. While the step
+    runs, a heartbeat renews the lease and the step function gets it (``lease=``) to check
+    before each unit of work. The batch's state is written only by the lease's holder: a
+    holder that lost its lease records nothing and raises LeaseLost. Marks the batch FAILED
+    with the step and error (and re-raises) when the step fails."""
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
+    die_with_parent_on_fork()  # the step's worker processes die with this process
     s = settings or get_settings()
     run_id, seq = parse_batch_id(batch_id)
     eng = ledger(s)
@@ -255,73 +271,87 @@ def run_step(
             raise StepOutOfOrder(
                 f"batch {batch_id} is {row.state.value}: {STEPS[done]} must run before {step}"
             )
-        alive = (
-            holder_alive(row.running_host, row.running_pid, row.running_since)
-            if row.running_step
-            else False
-        )
-        if alive or (alive is None and not takeover):
-            raise BatchBusy(
-                f"batch {batch_id}: {row.running_step} is running in pid {row.running_pid} "
-                f"on {row.running_host} since {row.running_since}"
+        now = leases.db_now(conn)
+        holder = leases.Holder.of(row)
+        if holder is not None:
+            verdict = holder.verdict(now, s.lease_seconds)
+            if verdict == leases.LIVE or (verdict == leases.EXPIRED and not takeover):
+                raise BatchBusy(
+                    f"batch {batch_id}: {holder.describe()}"
+                    + ("" if verdict == leases.LIVE else " (expired: reap it, or force)")
+                )
+            log.warning(
+                "taking over batch step",
+                batch_id=batch_id,
+                step=holder.step,
+                holder_pid=holder.pid,
+                holder_host=holder.host,
+                verdict=verdict,
             )
+        holding = leases.new_holding(step, now, s.lease_seconds)
         conn.execute(
-            update(Batch)
-            .where(Batch.id == batch_id)
-            .values(
-                attempts=row.attempts + 1,
-                running_step=step,
-                running_host=socket.gethostname(),
-                running_pid=os.getpid(),
-                running_since=datetime.now(UTC),
-            )
+            update(Batch).where(Batch.id == batch_id).values(attempts=row.attempts + 1, **holding)
         )
         step_seconds = dict(row.step_seconds or {})
+    lease = leases.Lease(
+        s.resolved_ledger_url(), batch_id, step, holding["lease_token"], s.lease_seconds
+    ).start()
+    mine = (Batch.id == batch_id, Batch.lease_token == lease.token)
     t0 = time.perf_counter()
     try:
         fault = faults.armed(step, run_id, seq, s)
         fn = _step_function(step)
+        kw = {"lease": lease} if _takes_lease(fn) else {}
         if step == "sign":
-            result = fn(batch_id, s, _fault=fault)
+            result = fn(batch_id, s, _fault=fault, **kw)
         else:
             if fault is not None:
                 faults.fire(fault, run_id, in_worker=False, settings=s)
-            result = fn(batch_id, settings=s)
+            result = fn(batch_id, settings=s, **kw)
     except BaseException as exc:
+        lease.stop()
         error = mask_identity_numbers(f"{type(exc).__name__}: {exc}")[:4000]
         with eng.begin() as conn:
-            conn.execute(
+            res = conn.execute(
                 update(Batch)
-                .where(Batch.id == batch_id)
-                .values(
-                    state=BatchState.FAILED,
-                    failed_step=step,
-                    error=error,
-                    running_step=None,
-                    running_host=None,
-                    running_pid=None,
-                    running_since=None,
-                )
+                .where(*mine)
+                .values(state=BatchState.FAILED, failed_step=step, error=error, **leases.CLEARED)
             )
+        if res.rowcount == 0:  # another holder has the batch: its outcome stands
+            log.error(
+                "batch step failed after its lease was lost",
+                batch_id=batch_id,
+                step=step,
+                error=error,
+            )
+            if not isinstance(exc, LeaseLost):
+                raise LeaseLost(
+                    f"batch {batch_id}: {step} failed ({error[:300]}) after its lease was "
+                    "taken over; nothing recorded, the new holder's outcome stands"
+                ) from exc
+            raise
         log.error("batch step failed", batch_id=batch_id, step=step, error=error)
         raise
+    lease.stop()
     seconds = time.perf_counter() - t0
     step_seconds[step] = round(step_seconds.get(step, 0.0) + seconds, 3)
     with eng.begin() as conn:
-        conn.execute(
+        res = conn.execute(
             update(Batch)
-            .where(Batch.id == batch_id)
+            .where(*mine)
             .values(
                 state=STATE_AFTER[step],
                 failed_step=None,
                 error=None,
                 step_seconds=step_seconds,
-                running_step=None,
-                running_host=None,
-                running_pid=None,
-                running_since=None,
+                **leases.CLEARED,
                 **{TIMESTAMP_AFTER[step]: datetime.now(UTC)},
             )
+        )
+    if res.rowcount == 0:
+        raise LeaseLost(
+            f"batch {batch_id}: {step} finished after its lease was taken over; nothing "
+            "recorded, the new holder's outcome stands"
         )
     record_step_time(run_id, step, seconds, s)
     log.info("batch step done", batch_id=batch_id, step=step, seconds=round(seconds, 3))
@@ -332,9 +362,3 @@ def run_step(
         "seconds": round(seconds, 3),
         **(result or {}),
     }
-
-
-# --------------------------------------------------------------------------- sign
-
-
-# --------------------------------------------------------------------------- drills, benches

@@ -9,6 +9,7 @@ against these classes, by dotted path, so this module stays free of heavy import
     │   ├── InputMissing      a step's input file is not there (an earlier step must run)
     │   ├── UnknownRun / UnknownBatch / UnknownCertificate
     │   ├── StepOutOfOrder
+    │   ├── RunFailed         the run ended FAILED (its error says why): the finish task fails
     │   ├── KeysUnusable      signing keys missing, or unusable for the validity
     │   ├── DatabaseMissing   a read found no database (or an older schema): nothing created
     │   ├── ConfigurationInvalid  unsafe or inconsistent settings (plain http to a host)
@@ -46,6 +47,7 @@ __all__ = [
     "NotRetryable",
     "Refusal",
     "Retryable",
+    "RunFailed",
     "RunGateFailed",
     "StepOutOfOrder",
     "UnknownBatch",
@@ -100,6 +102,10 @@ class GatewayRefused(NotRetryable):
 
 class StepOutOfOrder(NotRetryable):
     """A step was asked for before the step it depends on."""
+
+
+class RunFailed(NotRetryable):
+    """The run ended FAILED (the message carries its error): the DAG run must fail too."""
 
 
 class ConfigurationInvalid(NotRetryable):

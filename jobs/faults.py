@@ -1,4 +1,4 @@
-"""The fault switch for drills and tests: ``BEVIS_FAULT=<step>:<batch sequence>[:kill]``.
+"""The fault switch for drills and tests: ``BEVIS_FAULT=<step>:<batch sequence>[:mode]``.
 
 ``BEVIS_FAULT=sign:1`` makes the sign step of batch 1 (``...-b0001``) crash hard, once, so
 that operations can practise the rerun:
@@ -12,7 +12,11 @@ that operations can practise the rerun:
 * with the suffix ``:kill`` (``sign:1:kill``) the task process itself receives SIGKILL — the
   drill for a worker that dies without a chance to record anything: the batch is left
   holding ``running_step`` and is reported as *interrupted* (failed) once that process is
-  seen to be gone.
+  seen to be gone;
+* with the suffix ``:hang`` (``sign:1:hang``) the step stops mid-batch and waits for ever —
+  a verification worker process where the step fans out, else the task process itself —
+  holding its batch's lease: the drill for killing a run at a known point with its worker
+  processes alive, and for a holder that never finishes.
 
 "Once" survives restarts: before crashing, the switch writes a marker file
 ``runs/<run>/faults/<step>-b<seq>.fired``; while it exists the switch stays quiet. Delete
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +35,7 @@ from jobs.settings import Settings, get_settings
 from jobs.storage import RunPaths, write_text_atomic
 
 STEPS = ("sign", "render", "deliver")
-MODES = ("crash", "kill")
+MODES = ("crash", "kill", "hang")
 EXIT_CODE = 86  # exit status of a worker process crashed by the switch
 
 
@@ -52,7 +57,7 @@ def parse(spec: str | None) -> Fault | None:
     parts = spec.strip().split(":")
     if len(parts) not in (2, 3) or parts[0] not in STEPS or not parts[1].isdigit():
         raise ValueError(
-            f"BEVIS_FAULT={spec!r} is not '<step>:<batch sequence>[:kill]' "
+            f"BEVIS_FAULT={spec!r} is not '<step>:<batch sequence>[:kill|:hang]' "
             f"with step one of {', '.join(STEPS)}"
         )
     mode = parts[2] if len(parts) == 3 else "crash"
@@ -86,10 +91,13 @@ def remember(fault: Fault, run_id: str, settings: Settings | None = None) -> Non
 
 def fire(fault: Fault, run_id: str, *, in_worker: bool, settings: Settings | None = None) -> None:
     """Remember the firing (so it happens once), then crash: ``os._exit`` in a worker process,
-    SIGKILL of this process for mode ``kill``, else raise :class:`FaultInjected`."""
+    SIGKILL of this process for mode ``kill``, wait for ever for mode ``hang``, else raise
+    :class:`FaultInjected`."""
     remember(fault, run_id, settings)
     if fault.mode == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if fault.mode == "hang":
+        hang()
     if in_worker:
         os._exit(EXIT_CODE)
     raise FaultInjected(f"BEVIS_FAULT: injected crash in {fault.step} of batch {fault.seq}")
@@ -98,3 +106,9 @@ def fire(fault: Fault, run_id: str, *, in_worker: bool, settings: Settings | Non
 def crash_worker() -> None:
     """Run inside a pool worker: die as a killed process would (no cleanup, no exception)."""
     os._exit(EXIT_CODE)
+
+
+def hang() -> None:
+    """Stop here for good (until the process is killed): mode ``hang``."""
+    while True:
+        time.sleep(3600)

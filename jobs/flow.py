@@ -24,17 +24,45 @@ log = get_logger(__name__)
 REFUSING_STEPS = ("map", "dcc_payload", "sign", "signed_batch")
 # The run-level steps a complete run has passed (recorded in Run.step_seconds on success).
 RUN_STEPS = ("extract", "validate_nvr_extract", "map", "validate_dcc_payload", "plan")
+# The DAG's run-level tasks and the run-level step each stands for (a failure of a task not
+# named here, a batch task or finish, is not a run-level one).
+RUN_LEVEL_TASKS = {
+    "begin": "begin",
+    "extract": "extract",
+    "validate": "validate_nvr_extract",
+    "map": "map",
+    "plan": "plan",
+}
+
+
+def _final(exc: BaseException) -> bool:
+    """Does this error end the run whatever a retry does (the retry policy fails it at once)?"""
+    from jobs.errors import NotRetryable, RunGateFailed
+    from jobs.settings import DefaultSecretError
+
+    return isinstance(exc, NotRetryable | RunGateFailed | DefaultSecretError)
 
 
 @contextmanager
-def _timed(run_id: str, step: str, settings: Settings | None = None) -> Iterator[None]:
+def _timed(
+    run_id: str, step: str, settings: Settings | None = None, run_level: bool = True
+) -> Iterator[None]:
     """Record the step's duration on the run — only when it succeeds, so that the recorded
-    steps also tell how far a run got."""
-    from jobs.ledger.runs import record_step_time
+    steps also tell how far a run got. A run-level step that fails for good (an extract
+    error, a data-quality gate) stops the run: FAILED with its error, at once, whoever
+    called it; one that succeeds again after such a stop resumes the run."""
+    from jobs.ledger.runs import record_step_time, resume_after
 
     t0 = time.perf_counter()
-    yield
+    try:
+        yield
+    except Exception as exc:
+        if run_level and _final(exc):
+            record_failure(run_id, f"{type(exc).__name__}: {exc}", settings, step=step)
+        raise
     record_step_time(run_id, step, time.perf_counter() - t0, settings=settings)
+    if run_level:
+        resume_after(run_id, step, settings)
 
 
 def begin(
@@ -67,7 +95,7 @@ def validate(
 ) -> dict:
     from jobs.steps.validate import validate as do_validate
 
-    with _timed(run_id, f"validate_{suite}", settings):
+    with _timed(run_id, f"validate_{suite}", settings, run_level=batch_id is None):
         result = do_validate(run_id, suite, settings=settings, batch_id=batch_id)
     return _small(result)
 
@@ -100,7 +128,13 @@ def batch_step(batch_id: str, step: str, settings: Settings | None = None) -> st
 
 def finish(run_id: str, dry_run: bool = False, settings: Settings | None = None) -> dict:
     """Close the run: mark orders fulfilled (or release them on a dry run), decide the run's
-    state from the ledger, refresh the reporting tables, and return the summary."""
+    state from what happened, refresh the reporting tables, and return the summary.
+
+    The state is decided once, from the ledger: a run stopped by a run-level step (an
+    extract error, a data-quality gate: ``Run.failed_step``) stays FAILED with that error;
+    a run that never got as far as its plan (its run-level steps are not all recorded, nor
+    any batch) is FAILED; a run with a failed or unfinished batch is FAILED naming them;
+    else SUCCEEDED. Calling it again decides the same."""
     from jobs.ledger.models import BatchState, RunState
     from jobs.ledger.runs import finish_run
     from jobs.sources import orders
@@ -111,14 +145,28 @@ def finish(run_id: str, dry_run: bool = False, settings: Settings | None = None)
         orders.release(run_id, settings=s)
     elif summary["issued_order_ids"]:
         orders.fulfil(run_id, summary["issued_order_ids"], settings=s)
-    failed = [b for b, st in summary["batch_states"].items() if st == BatchState.FAILED.value]
+    states = summary["batch_states"]
+    failed = sorted(b for b, st in states.items() if st == BatchState.FAILED.value)
     unfinished = [
         b
-        for b, st in summary["batch_states"].items()
+        for b, st in states.items()
         if st not in (BatchState.DELIVERED.value, BatchState.FAILED.value)
     ]
-    if failed or unfinished:
-        error = f"batches not delivered: {len(failed)} failed, {len(unfinished)} unfinished"
+    needed = RUN_STEPS[:-1] if dry_run else RUN_STEPS
+    missing = [st for st in needed if st not in summary["step_seconds"]]
+    if summary["failed_step"]:
+        finish_run(run_id, RunState.FAILED, error=summary["error"], settings=s)
+    elif missing and not states:
+        error = (
+            f"the run stopped before {missing[0]} (run-level steps not done: "
+            f"{', '.join(missing)}); see the failed task's log"
+        )
+        finish_run(run_id, RunState.FAILED, error=error, settings=s)
+    elif failed or unfinished:
+        errors = _batch_errors(failed, s)
+        error = f"batches not delivered: {len(failed)} failed, {len(unfinished)} unfinished" + (
+            f" ({errors})" if errors else ""
+        )
         finish_run(run_id, RunState.FAILED, error=error, settings=s)
     else:
         finish_run(run_id, RunState.SUCCEEDED, settings=s)
@@ -130,15 +178,89 @@ def finish(run_id: str, dry_run: bool = False, settings: Settings | None = None)
     return summary
 
 
-def record_failure(run_id: str, error: str, settings: Settings | None = None) -> None:
-    """A task failed for good: write it on the run in the ledger (no personal data)."""
-    from jobs.ledger.models import RunState
-    from jobs.ledger.runs import finish_run
-    from jobs.log import mask_identity_numbers
+def _batch_errors(batch_ids: list[str], s: Settings, shown: int = 3) -> str:
+    """The first failed batches with their errors, for the run's error text."""
+    from sqlalchemy import select
 
-    finish_run(
-        run_id, RunState.FAILED, error=mask_identity_numbers(error)[:2000], settings=settings
-    )
+    from jobs.ledger.models import Batch
+    from jobs.ledger.runs import ledger
+
+    if not batch_ids:
+        return ""
+    with ledger(s).connect() as conn:
+        rows = conn.execute(
+            select(Batch.id, Batch.failed_step, Batch.error)
+            .where(Batch.id.in_(batch_ids[:shown]))
+            .order_by(Batch.id)
+        ).all()
+    more = f"; and {len(batch_ids) - shown} more" if len(batch_ids) > shown else ""
+    return "; ".join(f"{b.id} {b.failed_step}: {(b.error or '')[:200]}" for b in rows) + more
+
+
+def record_failure(
+    run_id: str,
+    error: str,
+    settings: Settings | None = None,
+    *,
+    step: str | None = None,
+    task: str | None = None,
+) -> None:
+    """A step or task failed for good: write it on the run in the ledger (no personal data).
+    ``step`` names the run-level step (``task``, the DAG's task id, is mapped to one by
+    RUN_LEVEL_TASKS): such a failure stops the run for good (jobs.ledger.runs.fail_run). The
+    first failure is kept; a run not (yet) in the ledger has nothing to record on."""
+    from jobs.errors import UnknownRun
+    from jobs.ledger.runs import fail_run
+
+    step = step or RUN_LEVEL_TASKS.get(task or "")
+    try:
+        fail_run(run_id, mask_identity_numbers(error)[:2000], step=step, settings=settings)
+    except UnknownRun:
+        log.warning("failure of a run not in the ledger", run_id=run_id, step=step)
+
+
+def claimed_orders(
+    run_id: str, settings: Settings | None = None, shown: int = 20
+) -> dict[str, Any] | None:
+    """The orders ``run_id`` still holds (CLAIMED, or DUPLICATE of a claimed one) — a failed
+    run's hold them until released — with the first ``shown`` order ids and the command that
+    gives them back. None when the sources database cannot say (not there, not reachable)."""
+    from pathlib import Path
+
+    from sqlalchemy import select
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from jobs.db import engine
+    from jobs.sources.models import CLAIMED, DUPLICATE, Order
+    from jobs.sources.orders import states
+
+    s = settings or get_settings()
+    url = make_url(s.resolved_source_url())
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return None  # no register here: nothing to ask (and no empty file to leave behind)
+    held = (CLAIMED, DUPLICATE)
+    try:
+        by_state = {k: v for k, v in states(run_id, settings=s).items() if k in held}
+        with engine(url.render_as_string(hide_password=False)).connect() as conn:
+            ids = list(
+                conn.execute(
+                    select(Order.order_id)
+                    .where(Order.claimed_by_run == run_id, Order.state.in_(held))
+                    .order_by(Order.order_id)
+                    .limit(shown)
+                ).scalars()
+            )
+    except SQLAlchemyError as exc:
+        log.warning("claimed orders unknown", run_id=run_id, error=type(exc).__name__)
+        return None
+    count = sum(by_state.values())
+    return {
+        "count": count,
+        "by_state": by_state,
+        "order_ids": ids,
+        "release": f"bevis orders release --run {run_id}" if count else None,
+    }
 
 
 def run_summary(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
@@ -208,6 +330,7 @@ def run_summary(run_id: str, settings: Settings | None = None) -> dict[str, Any]
         "run_id": run_id,
         "state": str(getattr(run.state, "value", run.state)) if run else None,
         "error": run.error if run else None,
+        "failed_step": run.failed_step if run else None,
         "orders": meta.get("orders_claimed", meta.get("orders")),
         "extracted": meta.get("orders"),
         "extracted_rows": meta.get("rows"),
@@ -371,22 +494,22 @@ def issue_run(
     if batch_size:
         s = s.model_copy(update={"batch_size": batch_size})
     run_id = begin(run_id, {"limit": limit, "batch_size": s.batch_size, "via": "cli"}, s)
-    error: Exception | None = None
+    step: str | None = "extract"  # the run-level step under way (None: the batches)
     try:
         extract(run_id, limit=limit, settings=s)
+        step = "validate_nvr_extract"
         validate(run_id, "nvr_extract", settings=s)
+        step = "map"
         map_payloads(run_id, settings=s)
+        step = "validate_dcc_payload"
         validate(run_id, "dcc_payload", settings=s)
+        step = "plan"
         batch_ids = plan(run_id, settings=s)
+        step = None
         _run_batches(batch_ids, s, progress)
-    except Exception as exc:  # recorded on the run; the summary says what happened
-        error = exc
-        record_failure(run_id, f"{type(exc).__name__}: {exc}", s)
-    summary = finish(run_id, settings=s)
-    if error is not None:
-        summary["state"] = "FAILED"
-        summary["error"] = f"{type(error).__name__}: {error}"
-    return summary
+    except Exception as exc:  # recorded on the run; finish decides the state from the ledger
+        record_failure(run_id, f"{type(exc).__name__}: {exc}", s, step=step)
+    return finish(run_id, settings=s)
 
 
 def _run_batches(batch_ids: list[str], s: Settings, progress: bool) -> None:

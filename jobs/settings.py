@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(5000, ge=1)
     max_batches: int = Field(1024, ge=1, description="Airflow's default max_map_length.")
     workers: int | None = Field(None, description="Processes per worker (default: all cores).")
+    # leases of running batch steps (jobs/ledger/leases.py): a heartbeat renews the lease
+    # every lease_seconds/3; a rerun takes over a step only once its lease has expired
+    lease_seconds: float = Field(
+        30.0, gt=0, description="How long a batch step's lease lasts without a heartbeat."
+    )
 
     # --- Airflow REST API (reruns through the scheduler) -------------------------------
     airflow_api_url: str = Field("http://127.0.0.1:8080", description="Airflow 3 API server.")

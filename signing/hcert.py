@@ -25,6 +25,7 @@ from signing.base45 import b45encode
 from signing.cose import encode_sign1, sig_structure
 from signing.cwt import INT_MAX, INT_MIN, MAX_DEPTH, encode_claims, structure_problem
 from signing.dcc import FORBIDDEN_TEXT, issuance_problems, text_problems
+from signing.lifetime import die_with_parent
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -149,11 +150,14 @@ def issue(payload: dict[str, Any], signer: Signer, *, iat: int, exp: int, iss: s
 _worker_signer: Signer | None = None
 
 
-def _init_worker(source: KeySource, environ: dict[str, str]) -> None:
+def _init_worker(source: KeySource, environ: dict[str, str], owner: int | None = None) -> None:
     """Open this worker's own signer. The caller's environment comes along explicitly:
     the forkserver may have been started earlier, with another environment, and a
-    PKCS#11 module reads its configuration (e.g. SOFTHSM2_CONF) from it."""
+    PKCS#11 module reads its configuration (e.g. SOFTHSM2_CONF) from it. The worker dies
+    with its parent and with ``owner``, the caller (a forkserver worker's parent is the
+    forkserver, which outlives the caller as long as any worker lives)."""
     global _worker_signer
+    die_with_parent(owner)
     from signing.keys import load_signer
 
     os.environ.clear()
@@ -306,7 +310,7 @@ def _run(
         max_workers=workers,
         mp_context=ctx,
         initializer=_init_worker,
-        initargs=(keys, dict(os.environ)),
+        initargs=(keys, dict(os.environ), os.getpid()),
     ) as pool:
         with _main_not_rerun(ctx.get_start_method() != "fork"):
             results = pool.map(_sign_chunk, chunks)  # submits all: every worker starts here

@@ -140,8 +140,10 @@ def runs_show(
     run: str = typer.Argument(..., help="Run id.", callback=options.run_id),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """One run: parameters, counts per state, step durations, errors of failed batches."""
+    """One run: parameters, counts per state, step durations, errors of failed batches, and
+    the orders it still holds (with the command that releases those of a failed run)."""
     from jobs.batches import reap_interrupted
+    from jobs.flow import claimed_orders
     from jobs.ledger.queries import batches_of, run_with_counts
 
     _open_ledger()
@@ -151,6 +153,9 @@ def runs_show(
         _fail(f"run {run} is not in the ledger")
     r, counts = found
     failed = [_batch_dict(b) for b in batches_of(run, ["FAILED"])]
+    claimed = claimed_orders(run)
+    if claimed is not None and r.state.value != "FAILED":
+        claimed["release"] = None  # a run that did not fail still answers its orders
     info = {
         "run_id": r.id,
         "state": r.state.value,
@@ -161,6 +166,8 @@ def runs_show(
         "counts": counts,
         "step_seconds": r.step_seconds or {},
         "error": r.error,
+        "failed_step": r.failed_step,
+        "claimed_orders": claimed,
         "failed_batches": [
             {k: b[k] for k in ("batch_id", "failed_step", "attempts", "error")} for b in failed
         ],
@@ -177,7 +184,9 @@ def runs_show(
             ["finished", info["finished_at"]],
             ["seconds", info["seconds"]],
             ["parameters", json.dumps(info["parameters"], default=str)],
+            ["failed step", info["failed_step"]],
             ["error", info["error"]],
+            ["claimed orders", _claimed_text(claimed)],
         ],
     )
     _table("counts", ["what", "count"], [[k, v] for k, v in sorted(counts.items())])
@@ -195,6 +204,21 @@ def runs_show(
                 for b in failed
             ],
         )
+    if claimed and claimed["release"]:
+        typer.echo(
+            f"{claimed['count']} orders are still claimed by this failed run; give them back "
+            f"to the next run with:\n  {claimed['release']}"
+        )
+
+
+def _claimed_text(claimed: dict[str, Any] | None) -> str:
+    if claimed is None:
+        return "unknown (no sources database here)"
+    if not claimed["count"]:
+        return "0"
+    more = " ..." if claimed["count"] > len(claimed["order_ids"]) else ""
+    states = ", ".join(f"{k} {v}" for k, v in sorted(claimed["by_state"].items()))
+    return f"{claimed['count']} ({states}): {', '.join(claimed['order_ids'])}{more}"
 
 
 # ------------------------------------------------------------------ batches
@@ -288,7 +312,9 @@ def batches_rerun(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --via-airflow: only show."),
     force: bool = typer.Option(
-        False, "--force", help="Take over batches held by a process on another host."
+        False,
+        "--force",
+        help="Take over batches whose holder's lease has expired (a live lease never is).",
     ),
     through: str | None = typer.Option(
         None, "--through", help="Stop after this step (sign|render|deliver); default: all."

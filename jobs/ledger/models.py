@@ -84,6 +84,9 @@ class Run(LedgerBase):
     counts: Mapped[dict] = mapped_column(JSON, default=dict)
     step_seconds: Mapped[dict] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    # The run-level step that stopped the run (extract, a data-quality gate, ...): such a run
+    # stays FAILED, whatever its batches do (jobs.flow.finish).
+    failed_step: Mapped[str | None] = mapped_column(String(32))
 
     batches: Mapped[list[Batch]] = relationship(back_populates="run", order_by="Batch.seq")
 
@@ -112,6 +115,11 @@ class Batch(LedgerBase):
     running_host: Mapped[str | None] = mapped_column(String(128))
     running_pid: Mapped[int | None] = mapped_column(Integer)
     running_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The holder's lease (jobs/ledger/leases.py): its token, the pid namespace its pid means
+    # something in, and until when it holds the step unless its heartbeat extends it.
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    lease_node: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     run: Mapped[Run] = relationship(back_populates="batches")
 

@@ -66,7 +66,13 @@ def start_run(
             conn.execute(
                 update(Run)
                 .where(Run.id == run_id)
-                .values(state=RunState.RUNNING, finished_at=None, error=None, parameters=merged)
+                .values(
+                    state=RunState.RUNNING,
+                    finished_at=None,
+                    error=None,
+                    failed_step=None,
+                    parameters=merged,
+                )
             )
             log.info("run resumed", run_id=run_id)
     return run_id
@@ -93,8 +99,9 @@ def _lock_run(conn, run_id: str) -> None:
 
 
 def run_counts(conn, run_id: str) -> dict[str, int]:
-    """Counts of a run from the ledger itself: batches per state, certificates."""
-    counts: dict[str, int] = {}
+    """Counts of a run from the ledger itself: batches per state (every state, 0 included,
+    so that these figures replace older ones), certificates."""
+    counts: dict[str, int] = {f"batches_{s.value.lower()}": 0 for s in BatchState}
     for state, n in conn.execute(
         select(Batch.state, func.count()).where(Batch.run_id == run_id).group_by(Batch.state)
     ):
@@ -106,31 +113,103 @@ def run_counts(conn, run_id: str) -> dict[str, int]:
     return counts
 
 
+def _live_counts(conn, run_id: str, old: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's counts now: the ledger's own figures replace every earlier one of theirs
+    (a batch that failed and was rerun no longer counts as failed); figures that steps
+    recorded of themselves (payloads, planned_batches) are kept."""
+    live = run_counts(conn, run_id)
+    kept = {
+        k: v
+        for k, v in (old or {}).items()
+        if k not in live and not k.startswith("batches_") and k != "certificates"
+    }
+    return {**kept, **live}
+
+
 def finish_run(
     run_id: str,
     state: RunState | str,
     error: str | None = None,
     settings: Settings | None = None,
 ) -> None:
-    """Mark a run SUCCEEDED or FAILED and store its counts as the ledger sees them."""
+    """Mark a run SUCCEEDED or FAILED and store its counts as the ledger sees them. A run
+    stopped by a run-level step (``failed_step``, see :func:`fail_run`) stays FAILED with
+    that step's error, whatever is asked here."""
     from jobs.log import mask_identity_numbers
 
     state = RunState(state)
     with ledger(settings).begin() as conn:
         _lock_run(conn, run_id)
-        old = conn.execute(select(Run.counts).where(Run.id == run_id)).scalar_one() or {}
-        counts = {**old, **run_counts(conn, run_id)}
+        row = conn.execute(
+            select(Run.counts, Run.failed_step, Run.error).where(Run.id == run_id)
+        ).one()
+        text = mask_identity_numbers(error)[:4000] if error else None
+        if row.failed_step is not None:
+            if state is not RunState.FAILED:
+                log.warning(
+                    "run stays FAILED", run_id=run_id, failed_step=row.failed_step, asked=state
+                )
+            state, text = RunState.FAILED, row.error
         conn.execute(
             update(Run)
             .where(Run.id == run_id)
             .values(
                 state=state,
                 finished_at=datetime.now(UTC),
-                error=mask_identity_numbers(error)[:4000] if error else None,
-                counts=counts,
+                error=text,
+                counts=_live_counts(conn, run_id, row.counts),
             )
         )
     log.info("run finished", run_id=run_id, state=state.value)
+
+
+def fail_run(
+    run_id: str, error: str, step: str | None = None, settings: Settings | None = None
+) -> bool:
+    """Record a failure on the run: FAILED, with the error (masked). With ``step``, a
+    run-level step (extract, a data-quality gate, ...) stopped the run: it stays FAILED
+    (``failed_step``) until that step succeeds again (:func:`resume_after`) or the run is
+    started again. The first failure is kept: a later report of it (the scheduler's
+    callback after the step recorded its own) changes nothing, and a batch's failure never
+    replaces a run-level one. Returns whether this failure was recorded."""
+    from jobs.log import mask_identity_numbers
+
+    with ledger(settings).begin() as conn:
+        _lock_run(conn, run_id)
+        row = conn.execute(
+            select(Run.state, Run.error, Run.failed_step, Run.counts).where(Run.id == run_id)
+        ).one()
+        if row.failed_step is not None:
+            return False
+        if step is None and row.state is RunState.FAILED and row.error:
+            return False
+        conn.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(
+                state=RunState.FAILED,
+                finished_at=datetime.now(UTC),
+                error=mask_identity_numbers(error)[:4000],
+                failed_step=step,
+                counts=_live_counts(conn, run_id, row.counts),
+            )
+        )
+    log.warning("run failed", run_id=run_id, failed_step=step)
+    return True
+
+
+def resume_after(run_id: str, step: str, settings: Settings | None = None) -> bool:
+    """``step`` succeeded: if it is the run-level step that had stopped the run (the
+    scheduler ran it again after a fix), the run is RUNNING again. Returns whether."""
+    with ledger(settings).begin() as conn:
+        res = conn.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.failed_step == step)
+            .values(state=RunState.RUNNING, finished_at=None, error=None, failed_step=None)
+        )
+    if res.rowcount:
+        log.info("run resumed", run_id=run_id, step=step)
+    return bool(res.rowcount)
 
 
 def record_step_time(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ log = get_logger(__name__)
 
 PDF_MODE = 0o600
 DIR_MODE = 0o700
+LEASE_CHUNK = 32  # certificates rendered in-process between two checks of the batch's lease
 
 
 class RenderFailed(NotRetryable):
@@ -94,9 +96,11 @@ def render_items(
     out_dir: Path,
     settings: Settings | None = None,
     workers: int | None = None,
+    lease: Any | None = None,
 ) -> dict[str, Any]:
     """Render certificates into ``out_dir`` on ``workers`` processes (default: settings).
-    Returns counts: rendered, skipped (already there), failed [(uvci, reason)]."""
+    Returns counts: rendered, skipped (already there), failed [(uvci, reason)]. With a
+    batch ``lease``, it is checked before each chunk (LeaseLost stops the rendering)."""
     s = settings or get_settings()
     out_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(out_dir, DIR_MODE)
@@ -105,13 +109,30 @@ def render_items(
     if not items:
         return totals
     if n_workers == 1 or len(items) < 64:
-        parts = [_render_chunk(items, str(out_dir), s.issuer_name)]
+        if lease is None:
+            parts = [_render_chunk(items, str(out_dir), s.issuer_name)]
+        else:
+            parts = []
+            for i in range(0, len(items), LEASE_CHUNK):
+                lease.check()
+                parts.append(_render_chunk(items[i : i + LEASE_CHUNK], str(out_dir), s.issuer_name))
     else:
         size = max(16, -(-len(items) // (n_workers * 4)))
         chunks = [items[i : i + size] for i in range(0, len(items), size)]
         with ProcessPoolExecutor(max_workers=n_workers) as pool:
-            futures = [pool.submit(_render_chunk, c, str(out_dir), s.issuer_name) for c in chunks]
-            parts = [f.result() for f in futures]
+            if lease is None:
+                futures = [
+                    pool.submit(_render_chunk, c, str(out_dir), s.issuer_name) for c in chunks
+                ]
+                parts = [f.result() for f in futures]
+            else:  # two chunks per worker in flight; the lease is checked before each
+                parts, running = [], deque()
+                for c in chunks:
+                    if len(running) >= 2 * n_workers:
+                        parts.append(running.popleft().result())
+                    lease.check()
+                    running.append(pool.submit(_render_chunk, c, str(out_dir), s.issuer_name))
+                parts.extend(f.result() for f in running)
     for part in parts:
         totals["rendered"] += part["rendered"]
         totals["skipped"] += part["skipped"]
@@ -169,14 +190,17 @@ def batch_items(batch_id: str, settings: Settings | None = None) -> list[RenderI
     ]
 
 
-def render_batch(batch_id: str, settings: Settings | None = None) -> dict[str, Any]:
+def render_batch(
+    batch_id: str, settings: Settings | None = None, *, lease: Any | None = None
+) -> dict[str, Any]:
     """render[b]: PDFs of a signed batch under ``RunPaths.pdf_dir``. Idempotent; does not
     touch the Batch state (``jobs.batches.run_step`` does). Raises RenderFailed naming the
-    UVCIs that could not be rendered, after rendering all the others."""
+    UVCIs that could not be rendered, after rendering all the others; LeaseLost when the
+    batch's ``lease`` is lost (checked before each chunk)."""
     s = settings or get_settings()
     items = batch_items(batch_id, s)
     out_dir = RunPaths.of(run_of(batch_id), s).pdf_dir(batch_id)
-    result = render_items(items, out_dir, s)
+    result = render_items(items, out_dir, s, lease=lease)
     log.info(
         "render_batch",
         batch_id=batch_id,

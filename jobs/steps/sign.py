@@ -36,6 +36,7 @@ from jobs.ledger.models import Certificate
 from jobs.ledger.runs import ledger
 from jobs.settings import Settings, get_settings
 from jobs.storage import RunPaths, write_parquet_atomic
+from signing.lifetime import die_with_parent
 
 SQL_CHUNK = 5000  # rows per executemany / IN (...) list
 
@@ -64,24 +65,29 @@ _VERIFY_POOL: dict[str, Any] = {}
 _WORKER_TRUST: list = []
 
 
-def _verify_init(trust_pem: bytes) -> None:
+def _verify_init(trust_pem: bytes, worker: bool = False) -> None:
+    """Load the trust list (in a pool worker, which also dies with the pool's owner)."""
     from cryptography import x509
+
+    if worker:
+        die_with_parent()
 
     _WORKER_TRUST[:] = x509.load_pem_x509_certificates(trust_pem)
 
 
 def _verify_chunk(
-    hc1s: Sequence[str], uvcis: Sequence[str], crash: bool = False
+    hc1s: Sequence[str], uvcis: Sequence[str], crash: bool | str = False
 ) -> list[tuple[bool, str]]:
     """Verify certificates in a worker: decode, signature and schema must be ok and the
-    UVCI inside must be the order's."""
+    UVCI inside must be the order's. ``crash`` (the fault switch): the worker dies half-way,
+    or hangs there with ``"hang"``."""
     from signing.verify import verify
 
     out = []
     half = len(hc1s) // 2
     for i, (hc1, uvci) in enumerate(zip(hc1s, uvcis, strict=True)):
         if crash and i == half:
-            faults.crash_worker()
+            faults.hang() if crash == "hang" else faults.crash_worker()
         v = verify(hc1, trust=_WORKER_TRUST)
         bad = [c for c in ("decode", "signature", "schema") if v.checks.get(c) != "ok"]
         if bad:
@@ -126,7 +132,7 @@ def _verify_pool(workers: int, trust_pem: bytes):
             workers,
             mp_context=mp.get_context("fork"),
             initializer=_verify_init,
-            initargs=(trust_pem,),
+            initargs=(trust_pem, True),
         )
         _VERIFY_POOL[key] = pool
     return pool
@@ -146,10 +152,10 @@ def verify_many(
     uvcis: Sequence[str],
     trust_pem: bytes,
     workers: int,
-    crash_worker: bool = False,
+    crash_worker: bool | str = False,
 ) -> list[_Checked]:
     """Verify every certificate again, on all cores (large chunks). ``crash_worker`` makes
-    one worker die mid-way (the fault switch)."""
+    one worker die mid-way (the fault switch), or hang there with ``"hang"``."""
     n = len(hc1s)
     if workers <= 1 or n < 64:
         _verify_init(trust_pem)
@@ -162,7 +168,9 @@ def verify_many(
     crash_at = len(chunks) // 2 if crash_worker else -1
     try:
         futures = [
-            pool.submit(_verify_chunk, list(hc1s[a:b]), list(uvcis[a:b]), k == crash_at)
+            pool.submit(
+                _verify_chunk, list(hc1s[a:b]), list(uvcis[a:b]), k == crash_at and crash_worker
+            )
             for k, (a, b) in enumerate(chunks)
         ]
         out: list[_Checked] = []
@@ -251,10 +259,16 @@ def _validity(signer: Any, s: Settings) -> tuple[int, int]:
 
 
 def sign_batch(
-    batch_id: str, settings: Settings | None = None, *, _fault: faults.Fault | None = None
+    batch_id: str,
+    settings: Settings | None = None,
+    *,
+    lease: Any | None = None,
+    _fault: faults.Fault | None = None,
 ) -> dict[str, Any]:
     """Sign one batch and record its certificates. Does not change the batch state
-    (run_step does). Safe to call again at any point after a crash:
+    (run_step does); with the batch's ``lease`` it checks the lease before verifying and
+    before recording (LeaseLost: another holder has the batch). Safe to call again at any
+    point after a crash:
 
     * signed.parquet present → it was written only after verification, atomically: the
       certificates are inserted again (the ones already there are ignored), nothing is
@@ -332,13 +346,17 @@ def sign_batch(
                 f"for {payloads.num_rows} payloads"
             )
         # The fault switch fires here, mid-batch: signed but nothing written or recorded.
-        crash = _fault is not None and _fault.mode == "crash" and workers > 1 and len(hc1s) >= 64
-        if crash:
+        in_pool = _fault is not None and _fault.mode in ("crash", "hang")
+        crash: bool | str = in_pool and workers > 1 and len(hc1s) >= 64
+        if crash and _fault is not None:
             faults.remember(_fault, run_id, settings=s)  # a pool worker dies in verify_many
+            crash = "hang" if _fault.mode == "hang" else True
         elif _fault is not None:
             faults.fire(_fault, run_id, in_worker=False, settings=s)
         from cryptography.hazmat.primitives.serialization import Encoding
 
+        if lease is not None:
+            lease.check()
         t0 = time.perf_counter()
         checked = verify_many(
             hc1s,
@@ -383,6 +401,8 @@ def sign_batch(
         quarantined += entries
         signed = _without(signed, gone)
 
+    if lease is not None:
+        lease.check()
     t0 = time.perf_counter()
     rows = _certificate_rows(signed, payloads, run_id, batch_id)
     with eng.begin() as conn:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -182,7 +183,7 @@ def test_live_holder_blocks_a_second_runner(batch_env) -> None:
             .where(Batch.id == bid)
             .values(
                 running_step="sign",
-                running_host=batches.socket.gethostname(),
+                running_host=socket.gethostname(),
                 running_pid=os.getpid(),
                 running_since=batches.datetime.now(batches.UTC),
             )
@@ -193,10 +194,14 @@ def test_live_holder_blocks_a_second_runner(batch_env) -> None:
 
 
 def test_holder_on_another_host(batch_env) -> None:
-    """A holder on another host cannot be checked: operators' reruns refuse it (unless
-    forced); Airflow's retry (the default) takes it over."""
+    """A holder on another host cannot be checked: while its lease runs nobody takes it
+    over, Airflow's retry (takeover, the default) included; once it has expired, operators'
+    reruns still refuse it (unless forced) and Airflow's retry takes it over."""
+    from datetime import timedelta
+
     rid = make_run(10)
     [bid] = batches.plan(rid)
+    since = batches.datetime.now(batches.UTC)
     with ledger().begin() as conn:
         conn.execute(
             Batch.__table__.update()
@@ -205,13 +210,24 @@ def test_holder_on_another_host(batch_env) -> None:
                 running_step="sign",
                 running_host="worker-elsewhere",
                 running_pid=4242,
-                running_since=batches.datetime.now(batches.UTC),
+                running_since=since,
+                lease_token="t" * 32,
+                lease_node="elsewhere:1",
+                lease_expires_at=since + timedelta(seconds=30),
             )
         )
     assert batches.reap_interrupted(rid) == []
     with pytest.raises(batches.BatchBusy, match="worker-elsewhere"):
+        batches.run_step(bid, "sign")
+    with pytest.raises(batches.BatchBusy, match="worker-elsewhere"):
         batches.run_step(bid, "sign", takeover=False)
+    with ledger().begin() as conn:  # the holder's heartbeat stopped a lease ago
+        conn.execute(
+            Batch.__table__.update()
+            .where(Batch.id == bid)
+            .values(lease_expires_at=since - timedelta(seconds=1))
+        )
     [entry] = flow.rerun([bid], through="sign")
-    assert entry["ok"] is False and "BatchBusy" in entry["error"]
+    assert entry["ok"] is False and "BatchBusy" in entry["error"] and "expired" in entry["error"]
     assert batches.run_step(bid, "sign")["certificates"] == 10
     assert _batch(bid).running_step is None
