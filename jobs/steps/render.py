@@ -79,8 +79,13 @@ def _render_chunk(items: Sequence[RenderItem], out_dir: str, author: str) -> dic
 
                 payload = decode_dcc(item.hc1)
             data = certificate_pdf(view_of(payload, item.hc1, item.exp), author=author)
-        except (RenderError, ValueError) as exc:
+        except RenderError as exc:  # our own texts: they name the field, never the value
             failed.append((item.uvci, str(exc)[:200]))
+            continue
+        except ValueError as exc:  # a wrongly typed value: its text may quote the value
+            failed.append(
+                (item.uvci, f"a payload field has an unusable value ({type(exc).__name__})")
+            )
             continue
         tmp = folder / f".{target.name}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PDF_MODE)

@@ -326,11 +326,6 @@ def test_render_failures_never_quote_the_payload(register: list[dict], bevis_env
     _assert_clean(result.output, values, "bevis render")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs/steps/render.py reports a ValueError's text, which quotes the value "
-    "(int('<name>') for dn); render.py is not in this brief's files — reported",
-)
 def test_render_failure_of_a_wrongly_typed_field_never_quotes_it(
     register: list[dict], bevis_env: Path
 ) -> None:
