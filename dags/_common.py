@@ -42,6 +42,11 @@ RETRY_POLICY = ExceptionRetryPolicy(
             reason="the same input gives the same failure; see the error, fix, then rerun",
         ),
         RetryRule(
+            exception="jobs.settings.DefaultSecretError",
+            action=RetryAction.FAIL,
+            reason="a published development secret outside development mode; set a real one",
+        ),
+        RetryRule(
             exception="jobs.errors.MailboxUnavailable",
             action=RetryAction.RETRY,
             retry_delay=timedelta(minutes=2),

@@ -66,5 +66,7 @@ def test_gate_failures_fail_at_once() -> None:
     from data_quality import RunGateFailed
 
     gate = RunGateFailed("nvr_extract", [("expect_table_row_count_to_be_between", "0 rows")])
-    for exc in (gate,):
+    from jobs.settings import DefaultSecretError
+
+    for exc in (gate, DefaultSecretError("BEVIS_PSEUDONYM_KEY is a published secret")):
         assert RETRY_POLICY.evaluate(exc, try_number=1, max_tries=4).action.value == "fail"
