@@ -11,9 +11,11 @@ from typer.core import TyperGroup
 
 from jobs.cli import (
     batches,
+    certificates,
     delivery,
     doctor,
     flow,
+    gateway,
     mapping,
     quality,
     reporting,
@@ -75,7 +77,19 @@ def _main(
 
 # One module per area, each with a module-level ``app`` (its top-level commands) and
 # ``bench`` (its benchmarks); the order here is the order of ``bevis --help``.
-for _area in (doctor, signing, sources, quality, mapping, batches, delivery, reporting, flow):
+for _area in (
+    doctor,
+    signing,
+    sources,
+    quality,
+    mapping,
+    batches,
+    certificates,
+    delivery,
+    gateway,
+    reporting,
+    flow,
+):
     app.add_typer(_area.app)
     bench.add_typer(_area.bench)
 

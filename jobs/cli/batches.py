@@ -480,6 +480,7 @@ def certificates_show(
         "outcome": c.outcome.value if c.outcome else None,
         "outcome_reason": c.outcome_reason,
         "revoked_at": c.revoked_at,
+        "revocation": _revocation(uvci),
         "deliveries": [
             {
                 "attempt": d.attempt,
@@ -500,7 +501,11 @@ def certificates_show(
     _table(
         f"certificate {uvci}",
         ["field", "value"],
-        [[k, v] for k, v in info.items() if k != "deliveries"],
+        [
+            [k, json.dumps(v, default=_iso) if k == "revocation" and v else v]
+            for k, v in info.items()
+            if k != "deliveries"
+        ],
     )
     _table(
         "deliveries",
@@ -518,6 +523,14 @@ def certificates_show(
             for d in info["deliveries"]
         ],
     )
+
+
+def _revocation(uvci: str) -> dict[str, Any] | None:
+    """Why, by whom and when the certificate was revoked (None: it was not)."""
+    from jobs.ledger.revocations import revocation_of
+
+    found = revocation_of(uvci)
+    return None if found is None else found.as_dict()
 
 
 # ------------------------------------------------------------------ bench

@@ -152,14 +152,22 @@ def verify(
         None, "--trust", help="DSC(s): a PEM file or a folder of PEM/DER files."
     ),
     at: str | None = typer.Option(None, "--at", help="Clock for expiry (ISO 8601)."),
+    revocations: str | None = typer.Option(
+        None,
+        "--revocations",
+        help="Revocation batches: a folder of <batch>.cms/.json or the gateway's URL; "
+        "adds the check 'revoked'.",
+    ),
 ) -> None:
     """Verify certificates; one JSON verdict a line. Without --trust the signature and
-    key-usage checks are skipped. Exit 0 only when every line is valid."""
+    key-usage checks are skipped; with --revocations a revoked certificate fails the check
+    'revoked'. Exit 0 only when every line is valid."""
     import json
 
     from jobs.settings import get_settings
     from signing.conformance import parse_clock
     from signing.keys import load_trust
+    from signing.revocation import add_revoked_check
     from signing.verify import TrustStore, Verdict
     from signing.verify import verify as verify_one
 
@@ -177,12 +185,14 @@ def verify(
         clock = parse_clock(at) if at else None
     except ValueError:
         raise _fail(f"--at {at!r} is not an ISO 8601 time") from None
+    revoked = _revoked_hashes(revocations) if revocations else None
     max_bytes = get_settings().max_line_bytes
     all_valid = True
     for n, line in numbered_lines(in_path, max_bytes):
         if line is None:
             verdict = Verdict()
             verdict.fail("decode", too_long(max_bytes))
+            hc1 = None
         else:
             text = line.strip()
             if not text:
@@ -194,11 +204,32 @@ def verify(
                 except (ValueError, AttributeError, RecursionError):
                     hc1 = text
             verdict = verify_one(hc1, trust=store, at=clock)
+        if revoked is not None:
+            add_revoked_check(verdict, hc1, revoked)
         all_valid &= verdict.valid
         sys.stdout.write(_verdict_line(n, verdict) + "\n")
     sys.stdout.flush()
     if not all_valid:
         raise typer.Exit(1)
+
+
+def _revoked_hashes(source: str) -> set[str]:
+    """The entry hashes of the revocation batches in a folder, or served by the gateway at a
+    URL (mutual TLS with the settings' authentication certificate); exit 2 if unreadable."""
+    from signing.revocation import RevocationError, read_batches
+
+    try:
+        if source.startswith(("https://", "http://")):
+            from jobs.errors import BevisError
+            from jobs.gateway.revocation import downloaded_revocations
+
+            try:
+                return downloaded_revocations(url=source)
+            except BevisError as exc:
+                raise _fail(f"revocations from {source}: {exc}") from None
+        return read_batches(source)
+    except RevocationError as exc:
+        raise _fail(f"cannot read revocations {source}: {exc}") from None
 
 
 def _verdict_line(n: int, verdict) -> str:

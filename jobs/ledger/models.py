@@ -149,6 +149,13 @@ class Certificate(LedgerBase):
     outcome: Mapped[Outcome | None] = mapped_column(_enum(Outcome, "outcome"), index=True)
     outcome_reason: Mapped[str | None] = mapped_column(String(64))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the gateway's revocation hashes need, kept at signing (signing.revocation): the
+    # issuing country (CWT iss) and the three hashes, base64 of 16 bytes each. NULL for
+    # certificates signed before ledger_0003.
+    issuer_country: Mapped[str | None] = mapped_column(String(2))
+    hash_uci: Mapped[str | None] = mapped_column(String(24))
+    hash_countrycodeuci: Mapped[str | None] = mapped_column(String(24))
+    hash_signature: Mapped[str | None] = mapped_column(String(24))
 
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="certificate", order_by="Delivery.id"
@@ -205,4 +212,77 @@ class QuarantineEntry(LedgerBase):
             "event_id",
             unique=True,
         ),
+    )
+
+
+class RevocationReason(enum.StrEnum):
+    """Why an operator revoked a certificate (``bevis certificates revoke --reason``)."""
+
+    wrong_person = "wrong_person"
+    wrong_result = "wrong_result"
+    wrong_data = "wrong_data"
+    withdrawn_consent = "withdrawn_consent"
+    superseded = "superseded"
+    key_compromise = "key_compromise"
+
+
+class Revocation(LedgerBase):
+    """A certificate revoked: why, by whom, when. Never deleted, one per certificate
+    (revoking again changes nothing). Sets ``certificates.revoked_at`` in the same
+    transaction."""
+
+    __tablename__ = "revocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uvci: Mapped[str] = mapped_column(ForeignKey("certificates.uvci"), unique=True)
+    reason: Mapped[RevocationReason] = mapped_column(
+        Enum(
+            RevocationReason,
+            name="revocation_reason",
+            native_enum=False,
+            length=24,
+            validate_strings=True,
+        )
+    )
+    note: Mapped[str | None] = mapped_column(String(500))
+    who: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RevocationBatch(LedgerBase):
+    """One revocation batch for the EU gateway: the revoked certificates of one kid under
+    one hash type (at most 1000), as exported and uploaded. ``id`` names the files
+    (``<id>.json``, ``<id>.cms``); ``batch_id`` is the gateway's, from its answer to the
+    upload. ``upload_started_at`` is written before the request leaves: a batch holding it
+    without a ``batch_id`` may be at the gateway, and is looked for there before a rerun
+    uploads it again."""
+
+    __tablename__ = "revocation_batches"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    batch_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    country: Mapped[str] = mapped_column(String(2))
+    kid: Mapped[str] = mapped_column(String(12), index=True)
+    hash_type: Mapped[str] = mapped_column(String(16))
+    expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    entries: Mapped[int] = mapped_column(Integer)
+    entries_sha256: Mapped[str] = mapped_column(String(64))  # of the batch JSON (the DTO)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    upload_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    uploaded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RevocationBatchEntry(LedgerBase):
+    """Which revoked certificate is in which batch: a certificate enters one batch per hash
+    type, once (the unique key), so a rerun of the export plans nothing twice."""
+
+    __tablename__ = "revocation_batch_entries"
+
+    batch: Mapped[str] = mapped_column(ForeignKey("revocation_batches.id"), primary_key=True)
+    uvci: Mapped[str] = mapped_column(ForeignKey("certificates.uvci"), primary_key=True)
+    hash_type: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (
+        Index("uq_revocation_batch_entries_type_uvci", "hash_type", "uvci", unique=True),
     )

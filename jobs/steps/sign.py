@@ -504,6 +504,8 @@ def _certificate_rows(signed, payloads, run_id: str, batch_id: str) -> list[dict
             ["order_id", "pid", "cert_type", "county", "age_band", "product", "dn", "sd"]
         ).to_pylist()
     }
+    from signing.revocation import hashes_of_issued
+
     now = datetime.now(UTC)
     rows = []
     for r in signed.to_pylist():
@@ -512,6 +514,7 @@ def _certificate_rows(signed, payloads, run_id: str, batch_id: str) -> list[dict
             raise LedgerMismatch(
                 f"batch {batch_id}: signed order {r['order_id']} is not in the batch payloads"
             )
+        revocation = hashes_of_issued(r["hc1"], r["uvci"])  # what revocation batches need
         rows.append(
             {
                 "uvci": r["uvci"],
@@ -530,6 +533,10 @@ def _certificate_rows(signed, payloads, run_id: str, batch_id: str) -> list[dict
                 "dn": d["dn"],
                 "sd": d["sd"],
                 "issued_at": now,
+                "issuer_country": revocation.country,
+                "hash_uci": revocation.uci,
+                "hash_countrycodeuci": revocation.countrycodeuci,
+                "hash_signature": revocation.signature,
             }
         )
     return rows

@@ -24,11 +24,11 @@ def dagbag():
 
 def test_no_import_errors_and_both_dags(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert {"dcc_issuance", "dcc_reporting"} <= set(dagbag.dags)
+    assert {"dcc_issuance", "dcc_reporting", "dcc_revocation"} <= set(dagbag.dags)
 
 
 def test_no_cycles_retries_owners_tags(dagbag) -> None:
-    for dag_id in ("dcc_issuance", "dcc_reporting"):
+    for dag_id in ("dcc_issuance", "dcc_reporting", "dcc_revocation"):
         dag = dagbag.dags[dag_id]
         dag.check_cycle()
         assert dag.tags and "bevis" in dag.tags
@@ -61,6 +61,15 @@ def test_issuance_shape(dagbag) -> None:
     # params are validated as JSON Schema
     assert dag.params.get_param("batch_size").schema["minimum"] == 1
     assert dag.params.get_param("dry_run").schema["type"] == "boolean"
+
+
+def test_revocation_shape(dagbag) -> None:
+    dag = dagbag.dags["dcc_revocation"]
+    assert set(dag.task_ids) == {"upload", "delete_expired"}
+    assert dag.get_task("upload").downstream_task_ids == {"delete_expired"}
+    assert dag.get_task("upload").retry_policy is not None
+    assert dag.timetable.summary == "30 5 * * *"  # daily
+    assert dag.max_active_runs == 1
 
 
 def test_params_reject_bad_values(dagbag) -> None:
